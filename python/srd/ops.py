@@ -1,0 +1,294 @@
+"""Typed wrappers around the ``torch.ops.srd`` kernels: the EAD descriptor and the nearest-pair search.
+
+Units: positions and cells in Angstrom (Cartesian; cell rows are the lattice vectors a, b, c), atomic
+numbers as integers. Every function validates its input and raises ``ValueError`` naming the argument,
+the offending row and what was expected.
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+from . import _C  # noqa: F401  (loads the library: registers torch.ops.srd.*)
+from .params import EADParams
+
+__all__ = [
+    "ead",
+    "ead_batch",
+    "min_distance",
+    "nearest_pairs",
+    "has_cuda_kernels",
+    "validate_batch",
+]
+
+_DEFAULT_PARAMS = EADParams()
+_BACKENDS = ("native", "torch")
+
+
+def has_cuda_kernels() -> bool:
+    """True when this build of srd contains the CUDA kernels (independent of a GPU being present)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("srd::ead_forward", "CUDA")
+
+
+# ------------------------------------------------------------------------------------------------
+# Input validation (one place, every device and backend)
+# ------------------------------------------------------------------------------------------------
+def _first_bad_row(mask: torch.Tensor) -> int:
+    return int(torch.nonzero(mask.reshape(mask.shape[0], -1).any(dim=1))[0, 0])
+
+
+def validate_batch(
+    positions: torch.Tensor,
+    numbers: torch.Tensor | None,
+    cells: torch.Tensor,
+    ptr: torch.Tensor,
+    *,
+    op: str = "srd.ead_batch",
+) -> None:
+    """Check shapes, dtypes, devices and values of a ragged batch; raise ValueError naming the problem."""
+    for name, t in (("positions", positions), ("cells", cells), ("ptr", ptr)) + (
+        (("numbers", numbers),) if numbers is not None else ()
+    ):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"{op}: positions must have shape [N, 3], got {list(positions.shape)}")
+    if positions.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: positions must be float32 or float64, got {positions.dtype}")
+    if cells.dim() != 3 or cells.shape[1:] != (3, 3):
+        raise ValueError(f"{op}: cells must have shape [B, 3, 3], got {list(cells.shape)}")
+    if cells.dtype != positions.dtype:
+        raise ValueError(f"{op}: cells must have the dtype of positions ({positions.dtype}), got {cells.dtype}")
+    if ptr.dim() != 1 or ptr.shape[0] != cells.shape[0] + 1:
+        raise ValueError(f"{op}: ptr must have shape [B + 1] = [{cells.shape[0] + 1}], got {list(ptr.shape)}")
+    if ptr.dtype != torch.int64:
+        raise ValueError(f"{op}: ptr must be int64, got {ptr.dtype}")
+    devices = {"positions": positions.device, "cells": cells.device, "ptr": ptr.device}
+    if numbers is not None:
+        devices["numbers"] = numbers.device
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{k} on {v}" for k, v in devices.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {listing}")
+    if positions.device.type == "cuda" and not has_cuda_kernels():
+        raise ValueError(
+            f"{op}: got CUDA tensors but this build of srd has no CUDA kernels "
+            "(it was compiled CPU-only; rebuild with a CUDA torch and nvcc, SRD_WITH_CUDA=ON)"
+        )
+    if positions.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{op}: unsupported device {positions.device}")
+    n = positions.shape[0]
+    if numbers is not None:
+        if numbers.dim() != 1 or numbers.shape[0] != n:
+            raise ValueError(f"{op}: numbers must have shape [N] = [{n}], got {list(numbers.shape)}")
+        if numbers.dtype.is_floating_point or numbers.dtype.is_complex or numbers.dtype == torch.bool:
+            raise ValueError(f"{op}: numbers must be an integer tensor (atomic numbers), got {numbers.dtype}")
+    if positions.device.type == "meta":
+        return
+    if cells.shape[0] == 0 or n == 0:
+        raise ValueError(f"{op}: the batch is empty (got {n} atoms in {cells.shape[0]} crystals)")
+    if int(ptr[0]) != 0 or int(ptr[-1]) != n:
+        raise ValueError(f"{op}: ptr must start at 0 and end at N = {n}, got ptr[0] = {int(ptr[0])}, ptr[-1] = {int(ptr[-1])}")
+    counts = ptr[1:] - ptr[:-1]
+    if bool((counts <= 0).any()):
+        b = _first_bad_row(counts <= 0)
+        raise ValueError(f"{op}: crystal {b} is empty (ptr[{b}] = ptr[{b + 1}] = {int(ptr[b])}); every crystal needs at least one atom")
+    bad = ~torch.isfinite(positions)
+    if bool(bad.any()):
+        i = _first_bad_row(bad)
+        raise ValueError(f"{op}: positions[{i}] is not finite: {positions[i].tolist()}")
+    bad = ~torch.isfinite(cells)
+    if bool(bad.any()):
+        b = _first_bad_row(bad)
+        raise ValueError(f"{op}: cells[{b}] is not finite: {cells[b].tolist()}")
+    det = torch.linalg.det(cells.double())
+    scale = cells.double().norm(dim=2).prod(dim=1)
+    singular = det.abs() <= 1e-10 * scale
+    if bool(singular.any()):
+        b = _first_bad_row(singular)
+        raise ValueError(
+            f"{op}: cells[{b}] is singular (determinant {float(det[b]):.3g}); its rows must be three "
+            "linearly independent lattice vectors"
+        )
+    if numbers is not None:
+        out = (numbers < 1) | (numbers > 118)
+        if bool(out.any()):
+            i = _first_bad_row(out)
+            raise ValueError(f"{op}: numbers[{i}] = {int(numbers[i])} is not an atomic number in 1..118")
+
+
+def _check_params(params: EADParams | None, op: str) -> EADParams:
+    if params is None:
+        return _DEFAULT_PARAMS
+    if not isinstance(params, EADParams):
+        raise ValueError(f"{op}: params must be an srd.EADParams, got {type(params).__name__}")
+    return params
+
+
+def _check_backend(backend: str, op: str) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {_BACKENDS}, got {backend!r}")
+    return backend
+
+
+# ------------------------------------------------------------------------------------------------
+# The descriptor
+# ------------------------------------------------------------------------------------------------
+def ead_batch(
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    cells: torch.Tensor,
+    ptr: torch.Tensor,
+    *,
+    params: EADParams | None = None,
+    backend: str = "native",
+) -> torch.Tensor:
+    """EAD features of every atom of a ragged batch of crystals.
+
+    Args:
+        positions: [N, 3] float32/float64 Cartesian positions (Angstrom); differentiable.
+        numbers: [N] integer atomic numbers (1..118).
+        cells: [B, 3, 3] lattice vectors as rows (Angstrom), same dtype as positions; differentiable.
+        ptr: [B + 1] int64 offsets: the atoms of crystal b are positions[ptr[b]:ptr[b + 1]].
+        params: descriptor grid (default: SPEC section 1).
+        backend: "native" (fused C++/CUDA kernels) or "torch" (pure PyTorch reference, the test oracle).
+
+    Returns:
+        [N, (lmax + 1) * len(etas) * len(mus)] features laid out [L][eta][mu] (mu fastest); [N, 300]
+        for the default grid. Gradients flow to positions and cells.
+    """
+    op = "srd.ead_batch"
+    params = _check_params(params, op)
+    _check_backend(backend, op)
+    validate_batch(positions, numbers, cells, ptr, op=op)
+    numbers = numbers.to(torch.int64)
+    if backend == "torch":
+        from .reference import ead_batch_reference
+
+        return ead_batch_reference(positions, numbers, cells, ptr, params=params)
+    features, _ = torch.ops.srd.ead_forward(
+        positions,
+        numbers,
+        cells,
+        ptr,
+        list(params.etas),
+        list(params.mus),
+        float(params.cutoff),
+        int(params.lmax),
+        params.l1 == "cumulative",
+        float(params.skip_exponent),
+    )
+    return features
+
+
+def ead(
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    cell: torch.Tensor,
+    *,
+    params: EADParams | None = None,
+    backend: str = "native",
+) -> torch.Tensor:
+    """EAD features of every atom of one crystal.
+
+    Args:
+        positions: [n, 3] Cartesian positions (Angstrom).
+        numbers: [n] integer atomic numbers.
+        cell: [3, 3] lattice vectors as rows (Angstrom).
+        params, backend: as in :func:`ead_batch`.
+
+    Returns:
+        [n, n_features] (300 for the default grid).
+    """
+    if not isinstance(cell, torch.Tensor) or cell.shape != (3, 3):
+        shape = list(cell.shape) if isinstance(cell, torch.Tensor) else type(cell).__name__
+        raise ValueError(f"srd.ead: cell must have shape [3, 3], got {shape}")
+    if not isinstance(positions, torch.Tensor) or positions.dim() != 2:
+        shape = list(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
+        raise ValueError(f"srd.ead: positions must have shape [n, 3], got {shape}")
+    ptr = torch.tensor([0, positions.shape[0]], dtype=torch.int64, device=positions.device)
+    try:
+        return ead_batch(positions, numbers, cell.unsqueeze(0), ptr, params=params, backend=backend)
+    except ValueError as err:  # name the single-crystal API in the message
+        raise ValueError(str(err).replace("srd.ead_batch", "srd.ead").replace("cells[0]", "cell")) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Minimum interatomic distance
+# ------------------------------------------------------------------------------------------------
+def nearest_pairs(
+    positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closest pair of every crystal over all periodic images (integer search, no gradient).
+
+    Returns:
+        index [B, 2] int64 global atom ids (i, j) and shifts [B, 3] int64 with
+        d = positions[j] - positions[i] + shifts @ cells[b] the shortest interatomic vector.
+    """
+    validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
+    return torch.ops.srd.nearest_pairs(positions.detach(), cells.detach(), ptr)
+
+
+def min_distance(positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+    """Minimum interatomic distance d_min of every crystal (Angstrom), differentiable: [B].
+
+    Self-images count (a one-atom cell gives its shortest lattice vector).
+    """
+    index, shifts = nearest_pairs(positions, cells, ptr)
+    d = positions[index[:, 1]] - positions[index[:, 0]] + torch.einsum("bk,bkl->bl", shifts.to(cells.dtype), cells)
+    return d.norm(dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fake kernels and autograd (torch.library)
+# ------------------------------------------------------------------------------------------------
+@torch.library.register_fake("srd::ead_forward")
+def _ead_forward_fake(positions, numbers, cells, ptr, etas, mus, cutoff, lmax, cumulative, skip_exponent):
+    n = positions.shape[0]
+    channels = len(etas) * len(mus)
+    features = positions.new_empty((n, (lmax + 1) * channels))
+    rho = positions.new_empty((n, 4 if lmax >= 1 else 1, channels))
+    return features, rho
+
+
+@torch.library.register_fake("srd::ead_backward")
+def _ead_backward_fake(grad_features, positions, numbers, cells, ptr, rho, etas, mus, cutoff, lmax, cumulative, skip_exponent):
+    return torch.empty_like(positions), torch.empty_like(cells)
+
+
+@torch.library.register_fake("srd::nearest_pairs")
+def _nearest_pairs_fake(positions, cells, ptr):
+    b = cells.shape[0]
+    return (
+        positions.new_empty((b, 2), dtype=torch.int64),
+        positions.new_empty((b, 3), dtype=torch.int64),
+    )
+
+
+def _ead_setup_context(ctx, inputs, output):
+    positions, numbers, cells, ptr, etas, mus, cutoff, lmax, cumulative, skip_exponent = inputs
+    _, rho = output
+    ctx.mark_non_differentiable(rho)
+    ctx.save_for_backward(positions, numbers, cells, ptr, rho)
+    ctx.grid = (etas, mus, cutoff, lmax, cumulative, skip_exponent)
+
+
+def _ead_backward(ctx, grad_features, grad_rho):
+    positions, numbers, cells, ptr, rho = ctx.saved_tensors
+    grad_positions = grad_cells = None
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+        if grad_features is None:
+            grad_features = torch.zeros(
+                (positions.shape[0], (ctx.grid[3] + 1) * len(ctx.grid[0]) * len(ctx.grid[1])),
+                dtype=positions.dtype,
+                device=positions.device,
+            )
+        gp, gc = torch.ops.srd.ead_backward(grad_features, positions, numbers, cells, ptr, rho, *ctx.grid)
+        grad_positions = gp if ctx.needs_input_grad[0] else None
+        grad_cells = gc if ctx.needs_input_grad[2] else None
+    return grad_positions, None, grad_cells, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("srd::ead_forward", _ead_backward, setup_context=_ead_setup_context)
+
+

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -60,9 +61,24 @@ struct EADGrid {
     reach = std::isfinite(max_hw) ? std::min(cutoff, mus.back() + max_hw) : cutoff;
   }
 
-  // Channels k of row e whose Gaussian is not skipped at distance r: [lo, hi] (hi < lo: none).
-  // The window is widened by one centre on each side so that rounding never drops a kept term.
-  inline void window(int64_t e, double r, int64_t& lo, int64_t& hi) const {
+  // The skip rule: a term exp(-eta (r - mu)^2) is kept iff eta (r - mu)^2 <= skip (every term when
+  // skip = inf). Kernels evaluate that predicate per term; the ranges below only bound the loops.
+  //
+  // window(): the centres k of row e that can be kept for a pair at distance r, as [lo, hi]
+  // (hi < lo: none), widened by one centre on each side so that rounding never drops a kept term.
+  inline void window(int64_t e, double r, int64_t& lo, int64_t& hi) const { window_range(e, r, r, lo, hi); }
+
+  // exact_range(): the centres k with |r - mu_k| <= halfwidth for some r in [rmin, rmax], not widened
+  // (a term exactly at the threshold may fall either way: it is exp(-skip) of the peak). Uniform
+  // grids and finite skip only.
+  inline void exact_range(int64_t e, double rmin, double rmax, int64_t& lo, int64_t& hi) const {
+    const double hw = halfwidth[e];
+    lo = std::max<int64_t>(static_cast<int64_t>(std::ceil((rmin - hw - mu0) / dmu)), 0);
+    hi = std::min<int64_t>(static_cast<int64_t>(std::floor((rmax + hw - mu0) / dmu)), n_mu - 1);
+  }
+
+  // window_range(): the union of window() over distances in [rmin, rmax].
+  inline void window_range(int64_t e, double rmin, double rmax, int64_t& lo, int64_t& hi) const {
     const double hw = halfwidth[e];
     if (!std::isfinite(hw)) {
       lo = 0;
@@ -70,11 +86,11 @@ struct EADGrid {
       return;
     }
     if (uniform) {
-      lo = static_cast<int64_t>(std::ceil((r - hw - mu0) / dmu)) - 1;
-      hi = static_cast<int64_t>(std::floor((r + hw - mu0) / dmu)) + 1;
+      lo = static_cast<int64_t>(std::ceil((rmin - hw - mu0) / dmu)) - 1;
+      hi = static_cast<int64_t>(std::floor((rmax + hw - mu0) / dmu)) + 1;
     } else {
-      lo = std::lower_bound(mus.begin(), mus.end(), r - hw) - mus.begin() - 1;
-      hi = std::upper_bound(mus.begin(), mus.end(), r + hw) - mus.begin();
+      lo = std::lower_bound(mus.begin(), mus.end(), rmin - hw) - mus.begin() - 1;
+      hi = std::upper_bound(mus.begin(), mus.end(), rmax + hw) - mus.begin();
     }
     lo = std::max<int64_t>(lo, 0);
     hi = std::min<int64_t>(hi, n_mu - 1);

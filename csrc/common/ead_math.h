@@ -102,22 +102,27 @@ SRD_HD void cutoff_and_derivative(T r, T rc, T& fc, T& dfc) {
 }
 
 // ------------------------------------------------------------------------------------------
-// exp(x) for x <= 0, written with plain arithmetic so that compilers vectorise the loops that
+// exp(x) for x <= 88 (float) / 709 (double), written with plain arithmetic so that compilers vectorise the loops that
 // call it (libm's exp is an opaque call). Cody-Waite range reduction x = n ln2 + t, |t| <= ln2/2,
 // a polynomial for exp(t), and 2^n assembled in the exponent bits. Accuracy: ~1 ulp (float: the
 // Cephes expf polynomial; double: Taylor to degree 13, remainder < 5e-18). Results below the
 // smallest normal number are flushed to 0, which is also what the dense sums see in practice
 // (every such term is below exp(-87) in float32 or exp(-708) in float64).
 // ------------------------------------------------------------------------------------------
-SRD_HD float exp_nonpositive(float x) {
+SRD_HD float exp_fast(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
   const float lo = -87.0f;
   const bool under = x < lo;
   x = under ? lo : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: rounds to nearest integer
-  float n = (x * 1.44269504088896341f + shifter) - shifter;
+  // kd = round(x / ln2) + 1.5 * 2^23: the integer sits in the low mantissa bits of kd, so the
+  // exponent bits of 2^n are (bits(kd) + 127) << 23 (mod 2^32) with no float->int conversion.
+  const float shifter = 12582912.0f;
+  const float kd = x * 1.44269504088896341f + shifter;
+  uint32_t kbits;
+  std::memcpy(&kbits, &kd, sizeof(kbits));
+  const float n = kd - shifter;
   float t = x - n * 0.693359375f;
   t = t - n * (-2.12194440e-4f);
   const float z = t * t;
@@ -128,22 +133,25 @@ SRD_HD float exp_nonpositive(float x) {
   p = p * t + 1.6666665459E-1f;
   p = p * t + 5.0000001201E-1f;
   p = p * z + t + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const uint32_t bits = (kbits + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return under ? 0.0f : p * scale;
 #endif
 }
 
-SRD_HD double exp_nonpositive(double x) {
+SRD_HD double exp_fast(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
   const double lo = -708.0;
   const bool under = x < lo;
   x = under ? lo : x;
-  const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-  double n = (x * 1.4426950408889634074 + shifter) - shifter;
+  const double shifter = 6755399441055744.0;  // 1.5 * 2^52 (see the float version)
+  const double kd = x * 1.4426950408889634074 + shifter;
+  uint64_t kbits;
+  std::memcpy(&kbits, &kd, sizeof(kbits));
+  const double n = kd - shifter;
   double t = x - n * 6.93147180369123816490e-01;  // ln2 hi
   t = t - n * 1.90821492927058770002e-10;         // ln2 lo
   // Taylor series of exp(t), |t| <= 0.347, Horner form.
@@ -161,7 +169,7 @@ SRD_HD double exp_nonpositive(double x) {
   p = p * t + 0.5;                          // 1/2!
   p = p * t + 1.0;
   p = p * t + 1.0;
-  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+  const uint64_t bits = (kbits + 1023u) << 52;
   double scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return under ? 0.0 : p * scale;

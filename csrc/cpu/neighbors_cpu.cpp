@@ -16,8 +16,8 @@
 namespace srd {
 namespace {
 
-template <typename T>
-void nearest_impl(const HostBatch<T>& hb, int64_t* index, int64_t* shifts) {
+void nearest_impl(const HostBatch& hb, int64_t* index, int64_t* shifts) {
+  using T = double;
   at::parallel_for(0, hb.n_crystals, 1, [&](int64_t bbeg, int64_t bend) {
     for (int64_t b = bbeg; b < bend; ++b) {
       const Cell<T>& c = hb.cells[b];
@@ -56,8 +56,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_pairs_cpu(const at::Tensor& positions
   at::Tensor shifts = at::empty({B, 3}, pos.options().dtype(at::kLong));
   if (B == 0) return {index, shifts};
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "nearest_pairs_cpu", [&] {
-    const HostBatch<scalar_t> hb(pos, cel, pt, "srd.nearest_pairs");
-    nearest_impl<scalar_t>(hb, index.data_ptr<int64_t>(), shifts.data_ptr<int64_t>());
+    const HostBatch hb(pos, cel, pt, "srd.nearest_pairs", static_cast<const scalar_t*>(nullptr));
+    nearest_impl(hb, index.data_ptr<int64_t>(), shifts.data_ptr<int64_t>());
   });
   return {index, shifts};
 }

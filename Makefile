@@ -29,7 +29,7 @@ demo: setup
 	$(PY) -m srd.demo
 
 bench: setup
-	$(PY) -m pytest benchmarks -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,rounds -p no:randomly
+	$(PY) -m pytest benchmarks -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json=build/bench.json
 	$(PY) benchmarks/report.py
 
 lint: setup

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import sys
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dense_box import ead_dense_box  # noqa: E402
-
 import srd  # noqa: E402
+from dense_box import ead_dense_box  # noqa: E402
 from srd.reference import neighbor_pairs_reference  # noqa: E402
 from srd.representation import pooled_ead  # noqa: E402
 from srd.structures import Batch, read_structures  # noqa: E402
@@ -31,7 +30,7 @@ FILES = {"perov_5": DATA / "perov_5/test.csv.gz", "carbon_24": DATA / "carbon_24
 PARAMS = srd.EADParams()
 
 
-@lru_cache(maxsize=None)
+@cache
 def crystals(dataset: str, n: int = 64, n_atoms: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -44,7 +43,7 @@ def crystals(dataset: str, n: int = 64, n_atoms: int | None = None):
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pair_count(dataset: str, n_atoms: int | None = None) -> int:
     """Neighbour pairs within the cutoff (all images), summed over the benchmark crystals."""
     total = 0

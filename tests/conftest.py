@@ -6,7 +6,7 @@ import os
 import random
 import sys
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ def _seed_everything():
     yield
 
 
-@lru_cache(maxsize=None)
+@cache
 def real_crystals(dataset: str, n: int, split: str = "test"):
     """The first n crystals of a data/ split as pymatgen Structures (as stored, not Niggli-reduced)."""
     from srd.structures import read_structures

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import adversarial_cells, real_crystals
-from oracle import ead_oracle
 
 import srd
+from conftest import adversarial_cells, real_crystals
+from oracle import ead_oracle
 
 PARAMS = srd.EADParams()
 
@@ -111,7 +111,6 @@ def test_grid_variants_match_reference(l1, lmax):
 
 def test_min_distance_matches_oracle():
     from oracle import min_distance_oracle
-
     from srd.structures import Batch
 
     crystals = list(real_crystals("mp_20", 4)) + list(real_crystals("carbon_24", 2))

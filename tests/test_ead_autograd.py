@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import real_crystals
 
 import srd
+from conftest import real_crystals
 from srd.representation import pooled_ead
 from srd.structures import Batch
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import real_crystals
 
 import srd
+from conftest import real_crystals
 
 
 def _t(s):

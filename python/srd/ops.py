@@ -7,7 +7,6 @@ the offending row and what was expected.
 
 from __future__ import annotations
 
-
 import torch
 
 from . import _C  # noqa: F401  (loads the library: registers torch.ops.srd.*)

@@ -213,11 +213,13 @@ def encode_structures(
     batch_size: int = 256,
     dtype: torch.dtype = torch.float64,
     show_progress: bool = False,
+    with_ead: bool = True,
 ) -> torch.Tensor:
     """Raw (unscaled) R of already-prepared structures: [M, layout.dim] float64.
 
     The structures are used as given (call :func:`prepare_structure` first for CDVAE's Niggli
-    canonicalisation).
+    canonicalisation). ``with_ead=False`` leaves the EAD block and d_min at zero (for checks of the
+    other blocks that need no descriptor).
     """
     params = params or EADParams()
     layout = Layout(params.n_features)
@@ -225,14 +227,13 @@ def encode_structures(
     bar = progress(total=len(structures), desc="featurize", unit="crystal", disable=not show_progress)
     for start in range(0, len(structures), batch_size):
         chunk = structures[start : start + batch_size]
-        b = Batch.from_structures(chunk, dtype=dtype)
-        with torch.no_grad():
-            feats = ead_batch(b.positions, b.numbers, b.cells, b.ptr, params=params)
-            pooled = pooled_ead(feats, b.ptr).double() / EAD_SCALE
-            dmin = min_distance(b.positions, b.cells, b.ptr).double()
         rows = out[start : start + len(chunk)]
-        rows[:, layout.ead] = pooled
-        rows[:, layout.dmin] = dmin
+        if with_ead:
+            b = Batch.from_structures(chunk, dtype=dtype)
+            with torch.no_grad():
+                feats = ead_batch(b.positions, b.numbers, b.cells, b.ptr, params=params)
+                rows[:, layout.ead] = pooled_ead(feats, b.ptr).double() / EAD_SCALE
+                rows[:, layout.dmin] = min_distance(b.positions, b.cells, b.ptr).double()
         for k, s in enumerate(chunk):
             lat = s.lattice
             rows[k, layout.lattice] = torch.tensor(

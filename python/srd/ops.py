@@ -141,6 +141,7 @@ def ead_batch(
     *,
     params: EADParams | None = None,
     backend: str = "native",
+    check: bool = True,
 ) -> torch.Tensor:
     """EAD features of every atom of a ragged batch of crystals.
 
@@ -151,6 +152,9 @@ def ead_batch(
         ptr: [B + 1] int64 offsets: the atoms of crystal b are positions[ptr[b]:ptr[b + 1]].
         params: descriptor grid (default: SPEC section 1).
         backend: "native" (fused C++/CUDA kernels) or "torch" (pure PyTorch reference, the test oracle).
+        check: validate the values of the inputs (finite, non-singular cells, atomic numbers, ptr). Hot loops
+            that validated a batch once and only move positions (reconstruction) pass False; shapes, dtypes
+            and devices are always checked by the op itself.
 
     Returns:
         [N, (lmax + 1) * len(etas) * len(mus)] features laid out [L][eta][mu] (mu fastest); [N, 300]
@@ -159,8 +163,9 @@ def ead_batch(
     op = "srd.ead_batch"
     params = _check_params(params, op)
     _check_backend(backend, op)
-    validate_batch(positions, numbers, cells, ptr, op=op)
-    numbers = numbers.to(torch.int64)
+    if check:
+        validate_batch(positions, numbers, cells, ptr, op=op)
+        numbers = numbers.to(torch.int64)
     if backend == "torch":
         from .reference import ead_batch_reference
 
@@ -216,7 +221,7 @@ def ead(
 # Minimum interatomic distance
 # ------------------------------------------------------------------------------------------------
 def nearest_pairs(
-    positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor
+    positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor, *, check: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closest pair of every crystal over all periodic images (integer search, no gradient).
 
@@ -224,16 +229,19 @@ def nearest_pairs(
         index [B, 2] int64 global atom ids (i, j) and shifts [B, 3] int64 with
         d = positions[j] - positions[i] + shifts @ cells[b] the shortest interatomic vector.
     """
-    validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
+    if check:
+        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
     return torch.ops.srd.nearest_pairs(positions.detach(), cells.detach(), ptr)
 
 
-def min_distance(positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+def min_distance(
+    positions: torch.Tensor, cells: torch.Tensor, ptr: torch.Tensor, *, check: bool = True
+) -> torch.Tensor:
     """Minimum interatomic distance d_min of every crystal (Angstrom), differentiable: [B].
 
     Self-images count (a one-atom cell gives its shortest lattice vector).
     """
-    index, shifts = nearest_pairs(positions, cells, ptr)
+    index, shifts = nearest_pairs(positions, cells, ptr, check=check)
     d = positions[index[:, 1]] - positions[index[:, 0]] + torch.einsum("bk,bkl->bl", shifts.to(cells.dtype), cells)
     return d.norm(dim=1)
 

@@ -42,6 +42,7 @@ __all__ = [
     "Features",
     "encode_structures",
     "decode",
+    "decoded_from_structures",
     "featurize",
     "prepare_structure",
     "pooled_ead",
@@ -201,8 +202,12 @@ def pooled_ead(features: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
     if len(set(counts)) == 1:  # equal sizes (e.g. all restarts of one crystal): one reshape, no loop
         f = features.reshape(len(counts), counts[0], -1)
         return torch.cat([f.max(dim=1).values, f.min(dim=1).values], dim=1)
-    parts = torch.split(features, counts)
-    return torch.stack([torch.cat([p.max(dim=0).values, p.min(dim=0).values]) for p in parts])
+    lengths = ptr[1:] - ptr[:-1]
+    return torch.cat(
+        [torch.segment_reduce(features, "max", lengths=lengths, axis=0),
+         torch.segment_reduce(features, "min", lengths=lengths, axis=0)],
+        dim=1,
+    )
 
 
 def encode_structures(
@@ -279,6 +284,20 @@ class Rejected:
     """A vector that does not decode to a crystal, and why."""
 
     reason: str
+
+
+def decoded_from_structures(structures: Sequence[Structure], *, n_max: int, params: EADParams | None = None,
+                            show_progress: bool = False) -> list[Decoded]:
+    """Ground-truth reconstruction targets: what :func:`decode` would give for these (prepared) crystals,
+    taken exactly from the structures (the Table 1 protocol reconstructs from the true R)."""
+    params = params or EADParams()
+    layout = Layout(params.n_features)
+    raw = encode_structures(structures, n_max=n_max, params=params, show_progress=show_progress)
+    return [
+        Decoded(len(s), sorted(s.atomic_numbers), tuple(float(x) for x in s.lattice.abc),
+                tuple(float(x) for x in s.lattice.angles), raw[k, layout.target].clone())
+        for k, s in enumerate(structures)
+    ]
 
 
 def largest_remainder(fractions: np.ndarray, n: int) -> np.ndarray:

@@ -1,0 +1,324 @@
+"""Reconstruction (SPEC section 3, the paper's Algorithm 2): representation R -> atomic positions.
+
+The atom count, composition and lattice come straight from R (:func:`srd.representation.decode`); only
+Cartesian positions move, by gradient descent on the L1 distance between the EAD block + d_min of the
+trial structure and the target, with basin hopping:
+
+    for trial in 1..T:                       fresh uniform random fractional coordinates
+        for hop in 1..H:
+            Adam(lr) + ReduceLROnPlateau(factor, patience) for <= S steps; keep the trial's best x
+            x = best_of_trial + U[-hop_size, hop_size] Angstrom per coordinate
+    return the positions with the lowest loss over all trials
+
+Batched: every trial ("replica") of every crystal advances in one ``srd.ead_batch`` call per step, with
+its own Adam state, learning-rate schedule and best-so-far tracking (nothing is shared between
+replicas). Every crystal draws its random numbers from its own generator, seeded by (seed, crystal key),
+so a crystal's result does not depend on what else is in the batch, on the batch size or on how crystals
+are sharded across processes.
+
+Options beyond the paper (all off by default, so the default is Algorithm 2 as stated):
+  * ``tol``: a crystal stops once one of its trials reaches a loss <= tol (others are unaffected).
+  * ``polish_steps``: after the hops, every trial's best structure is refined with Adam at a small
+    learning rate (optionally in float64), and the winner is chosen after the polish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from pymatgen.core import Lattice, Structure
+
+from .ops import ead_batch, min_distance, validate_batch
+from .params import EADParams
+from .representation import EAD_SCALE, Decoded, pooled_ead
+
+__all__ = ["ReconstructConfig", "ReconstructResult", "reconstruct", "crystal_seed"]
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Settings of Algorithm 2 (defaults: the paper's budget, 6 x 7 x 300 = 12,600 evaluations)."""
+
+    trials: int = 6
+    hops: int = 7
+    steps: int = 300
+    lr: float = 0.05
+    plateau_factor: float = 0.8
+    plateau_patience: int = 15
+    plateau_threshold: float = 1e-4  # relative improvement that resets the patience (PyTorch default)
+    hop_size: float = 1.0  # U[-hop_size, hop_size] Angstrom per coordinate
+    seed: int = 0
+    dtype: str = "float32"  # "float32" or "float64"
+    tol: float | None = None  # stop a crystal once a trial's loss <= tol
+    polish_steps: int = 0  # refine every trial's best structure before choosing
+    polish_lr: float = 0.005
+    polish_dtype: str = "float64"
+
+    def __post_init__(self):
+        for name in ("trials", "hops", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ReconstructConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in ("float32", "float64") or self.polish_dtype not in ("float32", "float64"):
+            raise ValueError("ReconstructConfig: dtype and polish_dtype must be 'float32' or 'float64'")
+        if not self.lr > 0 or not self.polish_lr > 0:
+            raise ValueError("ReconstructConfig: learning rates must be > 0")
+        if self.polish_steps < 0:
+            raise ValueError(f"ReconstructConfig.polish_steps must be >= 0, got {self.polish_steps}")
+
+    @property
+    def evaluations_per_crystal(self) -> int:
+        """Descriptor evaluations (forward + backward) per crystal at this budget, without early stopping."""
+        return self.trials * (self.hops * self.steps + self.polish_steps)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ReconstructResult:
+    """One reconstructed crystal."""
+
+    structure: Structure
+    loss: float  # L1 of the chosen trial (after the polish when there is one)
+    trial: int  # which trial won
+    trial_losses: list[float]  # best loss of every trial
+    evaluations: int  # descriptor evaluations spent on this crystal (all trials)
+    seconds: float  # wall time of the batch, divided among its crystals by atom count
+
+
+def crystal_seed(seed: int, key: str) -> int:
+    """The seed of one crystal's generator: a hash of the run seed and the crystal's key (its id)."""
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Replicas:
+    """All trials of a set of crystals as one ragged batch, with per-replica bookkeeping."""
+
+    def __init__(self, targets: Sequence[Decoded], trials: int, dtype, device):
+        self.n_crystals = len(targets)
+        self.trials = trials
+        counts = [d.n_atoms for d in targets]
+        self.counts = torch.tensor([c for c in counts for _ in range(trials)], dtype=torch.int64)
+        self.ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.counts, 0)]).to(device)
+        self.cells = torch.stack(
+            [torch.tensor(d.lattice_matrix(), dtype=dtype) for d in targets for _ in range(trials)]
+        ).to(device)
+        self.numbers = torch.tensor([z for d in targets for _ in range(trials) for z in d.numbers], dtype=torch.int64,
+                                    device=device)
+        self.target = torch.stack([d.target.to(dtype) for d in targets for _ in range(trials)]).to(device)
+        self.replica_of_atom = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts).to(device)
+        self.n_atoms = int(self.ptr[-1])
+
+
+def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_reps=None) -> torch.Tensor:
+    """L1 distance [R] between (pooled EAD / 1e6, d_min) of each replica and its target."""
+    if active_atoms is None:
+        feats = ead_batch(pos, reps.numbers, reps.cells, reps.ptr, params=params, check=False)
+        pred = torch.cat([pooled_ead(feats, reps.ptr) / EAD_SCALE,
+                          min_distance(pos, reps.cells, reps.ptr, check=False)[:, None]], dim=1)
+        return (pred - reps.target).abs().mean(dim=1)
+    counts = reps.counts[active_reps.cpu()]
+    ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)]).to(pos.device)
+    sub = pos[active_atoms]
+    cells = reps.cells[active_reps]
+    feats = ead_batch(sub, reps.numbers[active_atoms], cells, ptr, params=params, check=False)
+    pred = torch.cat([pooled_ead(feats, ptr) / EAD_SCALE, min_distance(sub, cells, ptr, check=False)[:, None]], dim=1)
+    return (pred - reps.target[active_reps]).abs().mean(dim=1)
+
+
+class _Adam:
+    """Adam (PyTorch's update rule) with a learning rate per replica and per-replica step counts."""
+
+    def __init__(self, n_atoms: int, n_reps: int, lr: float, dtype, device, betas=(0.9, 0.999), eps=1e-8):
+        self.m = torch.zeros((n_atoms, 3), dtype=dtype, device=device)
+        self.v = torch.zeros((n_atoms, 3), dtype=dtype, device=device)
+        self.t = torch.zeros(n_reps, dtype=torch.float64, device=device)
+        self.lr = torch.full((n_reps,), float(lr), dtype=torch.float64, device=device)
+        self.b1, self.b2 = betas
+        self.eps = eps
+
+    def step(self, pos: torch.Tensor, grad: torch.Tensor, rep_of_atom: torch.Tensor, moving: torch.Tensor) -> None:
+        """Update the atoms of replicas where ``moving`` is True (others keep position and state)."""
+        mv = moving[rep_of_atom][:, None]
+        self.t = torch.where(moving, self.t + 1, self.t)
+        m = self.b1 * self.m + (1 - self.b1) * grad
+        v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        t = self.t[rep_of_atom][:, None].clamp(min=1)
+        bc1 = (1 - self.b1**t).to(pos.dtype)
+        bc2 = (1 - self.b2**t).to(pos.dtype)
+        step = self.lr[rep_of_atom][:, None].to(pos.dtype) * (m / bc1) / ((v / bc2).sqrt() + self.eps)
+        self.m = torch.where(mv, m, self.m)
+        self.v = torch.where(mv, v, self.v)
+        pos.sub_(torch.where(mv, step, torch.zeros_like(step)))
+
+
+class _Plateau:
+    """ReduceLROnPlateau (mode 'min', relative threshold, no cooldown) for every replica at once."""
+
+    def __init__(self, n_reps: int, factor: float, patience: int, threshold: float, device):
+        self.best = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
+        self.bad = torch.zeros(n_reps, dtype=torch.int64, device=device)
+        self.factor, self.patience, self.threshold = factor, patience, threshold
+
+    def step(self, loss: torch.Tensor, opt: _Adam, moving: torch.Tensor) -> None:
+        loss = loss.double()
+        better = loss < self.best * (1 - self.threshold)
+        self.best = torch.where(moving & better, loss, self.best)
+        self.bad = torch.where(moving, torch.where(better, torch.zeros_like(self.bad), self.bad + 1), self.bad)
+        reduce = moving & (self.bad > self.patience)
+        new_lr = opt.lr * self.factor
+        opt.lr = torch.where(reduce & (opt.lr - new_lr > 1e-8), new_lr, opt.lr)
+        self.bad = torch.where(reduce, torch.zeros_like(self.bad), self.bad)
+
+
+def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, evals, hook=None):
+    """Adam + plateau schedule from ``pos`` for ``steps`` steps on every live replica, tracking the best."""
+    opt = _Adam(reps.n_atoms, len(reps.counts), lr, pos.dtype, pos.device)
+    sched = _Plateau(len(reps.counts), cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold, pos.device)
+    for _ in range(steps):
+        if not bool(alive.any()):
+            break
+        all_alive = bool(alive.all())
+        x = pos.detach().requires_grad_()
+        if all_alive:
+            loss = _loss(x, reps, params)
+        else:
+            act_reps = torch.nonzero(alive).flatten()
+            act_atoms = torch.nonzero(alive[reps.replica_of_atom]).flatten()
+            sub = _loss(x, reps, params, act_atoms, act_reps)
+            loss = torch.full((len(reps.counts),), math.inf, dtype=sub.dtype, device=sub.device)
+            loss = loss.index_put((act_reps,), sub)
+        (grad,) = torch.autograd.grad(loss[alive].sum(), x)
+        ld = loss.detach()
+        evals += alive.long()
+        improved = alive & (ld.double() < best_loss)
+        best_loss.copy_(torch.where(improved, ld.double(), best_loss))
+        atom_improved = improved[reps.replica_of_atom][:, None]
+        best_pos.copy_(torch.where(atom_improved, pos.to(best_pos.dtype), best_pos))
+        opt.step(pos, grad.detach(), reps.replica_of_atom, alive)
+        sched.step(ld, opt, alive)
+        if cfg.tol is not None:  # a crystal is done once one of its trials reached the tolerance
+            done = (best_loss.view(-1, reps.trials) <= cfg.tol).any(dim=1)
+            alive &= ~done.repeat_interleave(reps.trials)
+        if hook is not None:
+            hook(1)
+    return pos
+
+
+def reconstruct(
+    targets: Sequence[Decoded],
+    keys: Sequence[str],
+    *,
+    config: ReconstructConfig | None = None,
+    params: EADParams | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+    initial: Sequence[np.ndarray | None] | None = None,
+) -> list[ReconstructResult]:
+    """Reconstruct positions for decoded representations (all trials of all crystals batched).
+
+    Args:
+        targets: decoded R vectors (n, composition, lattice and the raw [EAD / 1e6, d_min] target).
+        keys: one stable key per crystal (its id): seeds the crystal's own random generator.
+        config: Algorithm 2 settings (default: the paper's).
+        params: the descriptor grid the targets were computed with.
+        device: where to run.
+        progress: called with the number of optimiser steps done (for progress bars).
+        initial: optional Cartesian positions [n, 3] per crystal to start trial 0 from instead of a random
+            draw (the random numbers are drawn all the same, so other trials are unchanged).
+
+    Returns:
+        One :class:`ReconstructResult` per target, in order.
+    """
+    import time
+
+    cfg = config or ReconstructConfig()
+    params = params or EADParams()
+    if len(targets) != len(keys):
+        raise ValueError(f"reconstruct: {len(targets)} targets but {len(keys)} keys")
+    if not targets:
+        return []
+    n_target = 2 * params.n_features + 1
+    for k, d in enumerate(targets):
+        if d.target.shape != (n_target,):
+            raise ValueError(f"reconstruct: target {k} ({keys[k]}) has {tuple(d.target.shape)} values, expected "
+                             f"{n_target} (pooled EAD of the grid in params, then d_min)")
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    dtype = _DTYPES[cfg.dtype]
+    reps = _Replicas(targets, cfg.trials, dtype, device)
+    validate_batch(torch.zeros((reps.n_atoms, 3), dtype=dtype, device=device), reps.numbers, reps.cells, reps.ptr,
+                   op="reconstruct")
+    n_reps = len(reps.counts)
+    gens = [torch.Generator().manual_seed(crystal_seed(cfg.seed, k)) for k in keys]
+
+    def per_crystal_uniform(shape_of: Callable[[int], tuple[int, ...]]) -> torch.Tensor:
+        # Each crystal draws from its own generator, in the same order whatever the batch.
+        return torch.cat([torch.rand(shape_of(b), generator=gens[b], dtype=torch.float64)
+                          for b in range(reps.n_crystals)]).to(device=device, dtype=dtype)
+
+    # Fresh uniform fractional coordinates for every trial.
+    frac = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3))
+    pos = torch.einsum("nk,nkl->nl", frac, reps.cells[reps.replica_of_atom])
+    if initial is not None:
+        if len(initial) != len(targets):
+            raise ValueError(f"reconstruct: {len(initial)} initial structures for {len(targets)} targets")
+        for b, x in enumerate(initial):
+            if x is None:
+                continue
+            x = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+            if x.shape != (targets[b].n_atoms, 3):
+                raise ValueError(f"reconstruct: initial positions {b} have shape {tuple(x.shape)}, expected "
+                                 f"({targets[b].n_atoms}, 3)")
+            s0 = int(reps.ptr[b * cfg.trials])
+            pos[s0 : s0 + targets[b].n_atoms] = x
+    best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
+    best_pos = pos.clone()
+    evals = torch.zeros(n_reps, dtype=torch.int64, device=device)
+    alive = torch.ones(n_reps, dtype=torch.bool, device=device)
+
+    for hop in range(cfg.hops):
+        if hop > 0:
+            noise = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3)) * 2 - 1
+            pos = best_pos.to(dtype) + cfg.hop_size * noise
+        _descend(pos, reps, params, cfg.steps, cfg.lr, cfg, alive, best_loss, best_pos, evals, progress)
+
+    if cfg.polish_steps > 0:
+        pdtype = _DTYPES[cfg.polish_dtype]
+        preps = _Replicas(targets, cfg.trials, pdtype, device)
+        ppos = best_pos.to(pdtype).clone()
+        pbest_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
+        pbest_pos = ppos.clone()
+        palive = torch.ones(n_reps, dtype=torch.bool, device=device)
+        _descend(ppos, preps, params, cfg.polish_steps, cfg.polish_lr, cfg, palive, pbest_loss, pbest_pos, evals, progress)
+        best_loss, best_pos = pbest_loss, pbest_pos
+
+    seconds = time.perf_counter() - t0
+    total_atoms = sum(d.n_atoms for d in targets)
+    results = []
+    bl = best_loss.view(reps.n_crystals, cfg.trials).cpu()
+    for b, d in enumerate(targets):
+        trial = int(torch.argmin(bl[b]))
+        r = b * cfg.trials + trial
+        s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+        lattice = Lattice(d.lattice_matrix())
+        structure = Structure(lattice, d.numbers, best_pos[s:e].detach().double().cpu().numpy(), coords_are_cartesian=True)
+        structure = Structure(lattice, structure.species, np.mod(structure.frac_coords, 1.0))  # wrap into the cell
+        results.append(ReconstructResult(
+            structure=structure,
+            loss=float(bl[b, trial]),
+            trial=trial,
+            trial_losses=[float(x) for x in bl[b]],
+            evaluations=int(evals.view(reps.n_crystals, cfg.trials)[b].sum()),
+            seconds=seconds * d.n_atoms / total_atoms,
+        ))
+    return results

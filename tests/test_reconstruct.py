@@ -1,0 +1,182 @@
+"""Reconstruction (Algorithm 2): convergence from a perturbed truth, determinism, batch independence,
+resume, bad input, and the CLI end to end (including torchrun on 2 CPU processes)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from conftest import DATA, ROOT, real_crystals
+from srd.reconstruct import ReconstructConfig, reconstruct
+from srd.representation import decoded_from_structures, prepare_structure
+
+MATCHER = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+
+
+def _targets(dataset, n, n_max, start=0):
+    structs = [prepare_structure(s, n_max=n_max) for s in real_crystals(dataset, start + n)[start:]]
+    return structs, decoded_from_structures(structs, n_max=n_max)
+
+
+@pytest.mark.parametrize("dataset,n_max", [("perov_5", 5), ("mp_20", 20)])
+def test_perturbed_truth_comes_back(dataset, n_max):
+    structs, targets = _targets(dataset, 2, n_max)
+    rng = np.random.default_rng(0)
+    initial = []
+    for s, t in zip(structs, targets):
+        # decoded lattices are in the standard orientation of Lattice.from_parameters: express the truth there
+        frac = s.frac_coords[np.argsort(s.atomic_numbers, kind="stable")]
+        initial.append(frac @ t.lattice_matrix() + rng.uniform(-0.15, 0.15, size=(len(s), 3)))
+    cfg = ReconstructConfig(trials=1, hops=1, steps=150, lr=0.01, dtype="float64")
+    res = reconstruct(targets, ["a", "b"], config=cfg, initial=initial)
+    for s, r in zip(structs, res):
+        assert r.loss < 1e-4, r.loss
+        rms = MATCHER.get_rms_dist(r.structure, s)
+        assert rms is not None and rms[0] < 0.02, rms
+
+
+def test_random_start_finds_a_perovskite():
+    structs, targets = _targets("perov_5", 1, 5, start=1)  # TlRuO2F
+    res = reconstruct(targets, ["x"], config=ReconstructConfig(trials=4, hops=2, steps=150))
+    assert MATCHER.fit(res[0].structure, structs[0]), res[0].trial_losses
+
+
+def test_seeded_and_independent_of_batching():
+    _, targets = _targets("perov_5", 3, 5)
+    cfg = ReconstructConfig(trials=2, hops=2, steps=20)
+    keys = ["a", "b", "c"]
+    full = reconstruct(targets, keys, config=cfg)
+    again = reconstruct(targets, keys, config=cfg)
+    alone = reconstruct(targets[1:2], keys[1:2], config=cfg)
+    other_seed = reconstruct(targets, keys, config=ReconstructConfig(trials=2, hops=2, steps=20, seed=1))
+    for x, y in zip(full, again):
+        assert np.array_equal(x.structure.cart_coords, y.structure.cart_coords) and x.loss == y.loss
+    assert np.array_equal(full[1].structure.cart_coords, alone[0].structure.cart_coords)
+    assert full[1].loss == alone[0].loss
+    assert not np.array_equal(full[0].structure.cart_coords, other_seed[0].structure.cart_coords)
+
+
+def test_early_stopping_leaves_other_crystals_alone():
+    _, targets = _targets("perov_5", 3, 5)
+    keys = ["a", "b", "c"]
+    base = ReconstructConfig(trials=2, hops=3, steps=40)
+    plain = reconstruct(targets, keys, config=base)
+    losses = sorted(r.loss for r in plain)
+    tol = (losses[0] + losses[1]) / 2 if losses[0] < losses[1] else losses[0]
+    stopped = reconstruct(targets, keys, config=ReconstructConfig(trials=2, hops=3, steps=40, tol=tol))
+    for p, s in zip(plain, stopped):
+        if min(p.trial_losses) > tol:  # never reached the tolerance: bit-identical
+            assert np.array_equal(p.structure.cart_coords, s.structure.cart_coords) and p.loss == s.loss
+        else:
+            assert s.evaluations <= p.evaluations
+
+
+def test_bad_input():
+    _, targets = _targets("perov_5", 1, 5)
+    with pytest.raises(ValueError, match=r"1 targets but 2 keys"):
+        reconstruct(targets, ["a", "b"])
+    bad = type(targets[0])(targets[0].n_atoms, targets[0].numbers, targets[0].lengths, targets[0].angles,
+                           targets[0].target[:10])
+    with pytest.raises(ValueError, match=r"target 0 \(a\) has \(10,\) values, expected \(601\)|expected 601"):
+        reconstruct([bad], ["a"])
+    with pytest.raises(ValueError, match=r"ReconstructConfig.trials must be >= 1, got 0"):
+        ReconstructConfig(trials=0)
+    with pytest.raises(ValueError, match=r"initial positions 0 have shape \(2, 3\), expected \(5, 3\)"):
+        reconstruct(targets, ["a"], config=ReconstructConfig(trials=1, hops=1, steps=1), initial=[np.zeros((2, 3))])
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI: outputs, resume, torchrun
+# ------------------------------------------------------------------------------------------------
+from srd.cli.reconstruct import main  # noqa: E402
+
+FAST = ["--trials", "2", "--hops", "2", "--steps", "15", "--quiet"]
+
+
+def _rows(out):
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_outputs_and_match_rate(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "4", *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "match rate" in text
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == ["3961", "11922", "6694", "3335"]
+    assert all((out / "cifs" / f"{r['id']}.cif").is_file() for r in rows)
+    data = torch.load(out / "eval_recon.pt", weights_only=True)
+    assert data["num_atoms"].shape == (1, 4) and data["frac_coords"].shape == (1, 20, 3)
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["reconstructed"] == 4 and "match_rate" in summary["reconstruction"]
+    assert summary["config"]["algorithm"]["trials"] == 2 and summary["config"]["srd_version"]
+
+
+def test_cli_resume_gives_the_same_files(tmp_path, monkeypatch):
+    args = [str(DATA / "perov_5" / "test.csv.gz"), "--limit", "4", "--batch-size", "2", *FAST]
+    ref = tmp_path / "ref"
+    assert main([*args[:1], "-o", str(ref), *args[1:]]) == 0
+    # Interrupt the second batch of another run, then rerun it.
+    import srd.recon_job as job
+
+    calls = {"n": 0}
+    real = job.reconstruct
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(job, "reconstruct", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args[:1], "-o", str(out), *args[1:]])
+    assert len(list((out / "cifs").glob("*.cif"))) == 2  # the finished batch was kept
+    monkeypatch.setattr(job, "reconstruct", real)
+    assert main([*args[:1], "-o", str(out), *args[1:]]) == 0
+    for a, b in zip(_rows(ref), _rows(out)):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    for f in (ref / "cifs").glob("*.cif"):
+        assert f.read_text() == (out / "cifs" / f.name).read_text()
+    # A different configuration is refused instead of mixing results.
+    with pytest.raises(ValueError, match=r"holds a run with a different configuration"):
+        main([str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "4", "--trials", "3", "--quiet"])
+
+
+def test_cli_representations_input_with_rejections(tmp_path):
+    from srd.representation import Features, featurize
+
+    feats = featurize(DATA / "perov_5" / "test.csv.gz", limit=3, use_cache=False, show_progress=False, workers=1)
+    R = feats.R.clone()
+    R[1, feats.layout.composition] = -1.0  # no element: rejected at decoding
+    Features(R, ["g0", "g1", "g2"], feats.stats, feats.n_max, feats.params, feats.dataset).save(tmp_path / "r.pt")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "r.pt"), "-o", str(out), *FAST]) == 0
+    rows = {r["id"]: r for r in _rows(out)}
+    assert rows["g1"]["status"] == "rejected" and "no element" in rows["g1"]["reason"]
+    assert rows["g0"]["status"] == "ok" and rows["g2"]["status"] == "ok"
+
+
+def test_cli_torchrun_two_ranks(tmp_path):
+    out = tmp_path / "dist"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "srd.cli.reconstruct", str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "4", *FAST]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (out / "parts").glob("*.csv")) == ["rank0.csv", "rank1.csv"]
+    single = tmp_path / "single"
+    assert main([str(DATA / "perov_5" / "test.csv.gz"), "-o", str(single), "--limit", "4", *FAST]) == 0
+    for a, b in zip(_rows(single), _rows(out)):
+        assert a["id"] == b["id"] and a["loss"] == b["loss"]

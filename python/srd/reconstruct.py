@@ -52,6 +52,7 @@ class ReconstructConfig:
     plateau_patience: int = 15
     plateau_threshold: float = 1e-4  # relative improvement that resets the patience (PyTorch default)
     hop_size: float = 1.0  # U[-hop_size, hop_size] Angstrom per coordinate
+    swap_prob: float = 0.0  # probability that a hop exchanges two atoms of different elements instead
     seed: int = 0
     dtype: str = "float32"  # "float32" or "float64"
     tol: float | None = None  # stop a crystal once a trial's loss <= tol
@@ -67,6 +68,8 @@ class ReconstructConfig:
             raise ValueError("ReconstructConfig: dtype and polish_dtype must be 'float32' or 'float64'")
         if not self.lr > 0 or not self.polish_lr > 0:
             raise ValueError("ReconstructConfig: learning rates must be > 0")
+        if not 0.0 <= self.swap_prob <= 1.0:
+            raise ValueError(f"ReconstructConfig.swap_prob must be in [0, 1], got {self.swap_prob}")
         if self.polish_steps < 0:
             raise ValueError(f"ReconstructConfig.polish_steps must be >= 0, got {self.polish_steps}")
 
@@ -214,6 +217,28 @@ def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, eval
     return pos
 
 
+def _swap_hops(pos, best_pos, targets, reps, cfg, per_crystal_uniform) -> None:
+    """Swap hops: with probability swap_prob a replica restarts from its best structure with two atoms of
+    different elements exchanged. Minima that differ from the truth by such an exchange (e.g. O and F,
+    whose Z-weighted densities are almost the same) are common and a displacement hop rarely undoes them."""
+    draws = per_crystal_uniform(lambda b: (cfg.trials, 3)).double().cpu()
+    numbers = reps.numbers.cpu()
+    for r in range(len(reps.counts)):
+        u, a, c = draws[r].tolist()
+        if u >= cfg.swap_prob:
+            continue
+        s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+        z = numbers[s:e]
+        i = int(a * (e - s))
+        others = torch.nonzero(z != z[i]).flatten()
+        if len(others) == 0:  # a single element: nothing to exchange, keep the displacement hop
+            continue
+        j = int(others[int(c * len(others))])
+        x = best_pos[s:e].to(pos.dtype).clone()
+        x[[i, j]] = x[[j, i]]
+        pos[s:e] = x
+
+
 def reconstruct(
     targets: Sequence[Decoded],
     keys: Sequence[str],
@@ -290,6 +315,8 @@ def reconstruct(
         if hop > 0:
             noise = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3)) * 2 - 1
             pos = best_pos.to(dtype) + cfg.hop_size * noise
+            if cfg.swap_prob > 0:
+                _swap_hops(pos, best_pos, targets, reps, cfg, per_crystal_uniform)
         _descend(pos, reps, params, cfg.steps, cfg.lr, cfg, alive, best_loss, best_pos, evals, progress)
 
     if cfg.polish_steps > 0:

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plateau-patience", type=int, default=d.plateau_patience, help="ReduceLROnPlateau patience")
     p.add_argument("--hop-size", type=float, default=d.hop_size,
                    help="hops move every coordinate by U[-hop_size, hop_size] Angstrom")
+    p.add_argument("--swap-prob", type=float, default=d.swap_prob,
+                   help="probability that a hop exchanges two atoms of different elements instead of displacing "
+                   "all atoms (0 = the paper's hops)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype, help="precision of the descent")
     p.add_argument("--tol", type=float, default=None,
                    help="stop a crystal once one of its trials reaches this L1 loss (saves evaluations; crystals "
@@ -130,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(device)
     config = ReconstructConfig(
         trials=args.trials, hops=args.hops, steps=args.steps, lr=args.lr, plateau_factor=args.plateau_factor,
-        plateau_patience=args.plateau_patience, hop_size=args.hop_size, seed=args.seed, dtype=args.dtype,
+        plateau_patience=args.plateau_patience, hop_size=args.hop_size, swap_prob=args.swap_prob, seed=args.seed,
+        dtype=args.dtype,
         tol=args.tol, polish_steps=args.polish_steps, polish_lr=args.polish_lr, polish_dtype=args.polish_dtype,
     )
     show = not args.quiet

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=d.steps, help="reconstruction: Adam steps per hop")
     p.add_argument("--lr", type=float, default=d.lr, help="reconstruction: initial learning rate")
     p.add_argument("--hop-size", type=float, default=d.hop_size, help="reconstruction: hop amplitude (Angstrom)")
+    p.add_argument("--swap-prob", type=float, default=d.swap_prob,
+                   help="reconstruction: probability that a hop exchanges two atoms of different elements")
     p.add_argument("--tol", type=float, default=None, help="reconstruction: stop a crystal at this loss")
     p.add_argument("--polish-steps", type=int, default=d.polish_steps,
                    help="reconstruction: refine every trial before choosing (0 = off)")
@@ -118,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"wrote {reps_path}")
         return 0
     config = ReconstructConfig(trials=args.trials, hops=args.hops, steps=args.steps, lr=args.lr,
-                               hop_size=args.hop_size, seed=args.seed, tol=args.tol, polish_steps=args.polish_steps)
+                               hop_size=args.hop_size, swap_prob=args.swap_prob, seed=args.seed, tol=args.tol,
+                               polish_steps=args.polish_steps)
     summary = run_job(items, out, config=config, params=feats.params,
                       input_desc={"path": str(reps_path.resolve()), "kind": "generated", **sample_key},
                       batch_size=args.recon_batch_size, device=device, gen_mode=True, show_progress=not args.quiet,

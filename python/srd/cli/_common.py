@@ -45,7 +45,7 @@ def resolve_device(name: str | None) -> torch.device:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - libraries (pymatgen, matminer) use the global state
     torch.manual_seed(seed)
     g = torch.Generator()
     g.manual_seed(seed)

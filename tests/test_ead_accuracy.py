@@ -133,3 +133,19 @@ def test_min_distance_gradient():
     cell = torch.tensor(s.lattice.matrix, requires_grad=True)
     ptr = torch.tensor([0, len(s)])
     assert torch.autograd.gradcheck(lambda p, c: srd.min_distance(p, c[None], ptr), (pos, cell))
+
+
+def test_min_distance_one_atom_cells_never_miss():
+    """Random one-atom cells: the self-image along the shortest vector is always found (a radius equal
+    to that length used to lose it to rounding)."""
+    g = torch.Generator().manual_seed(3)
+    cells = torch.randn(2000, 3, 3, generator=g, dtype=torch.float64) * 2 + 3 * torch.eye(3, dtype=torch.float64)
+    pos = torch.rand(2000, 3, generator=g, dtype=torch.float64)
+    ptr = torch.arange(2001)
+    index, _ = srd.nearest_pairs(pos, cells, ptr)
+    assert bool((index >= 0).all())
+    d = srd.min_distance(pos, cells, ptr)
+    from oracle import min_distance_oracle
+
+    for k in range(0, 2000, 97):
+        assert math.isclose(float(d[k]), min_distance_oracle(pos[k : k + 1].numpy(), cells[k].numpy()), rel_tol=1e-12)

@@ -27,9 +27,12 @@ void nearest_impl(const HostBatch& hb, int64_t* index, int64_t* shifts) {
         best = std::min(best, std::sqrt(c.h[r][0] * c.h[r][0] + c.h[r][1] * c.h[r][1] + c.h[r][2] * c.h[r][2]));
       T best2 = std::numeric_limits<T>::infinity();
       int64_t bi = -1, bj = -1, bs[3] = {0, 0, 0};
+      // The radius is widened by a few ulp: the self-image along the shortest vector has r2 = best^2 up
+      // to rounding, and must not be filtered out by the search's r2 <= radius^2 test.
+      const auto widen = [](T r) { return r * (T(1) + T(1e-12)) + T(1e-12); };
       for (int64_t i = hb.ptr[b]; i < hb.ptr[b + 1]; ++i) {
         // The search radius shrinks as closer pairs are found; ties keep the first pair visited.
-        hb.for_each_neighbor(i, best, [&](int64_t j, const T*, T r2, const int64_t* s) {
+        hb.for_each_neighbor(i, widen(best), [&](int64_t j, const double*, double r2, const int64_t* s) {
           if (j < i) return;  // each unordered pair once (its reverse has the same length)
           if (r2 < best2) {
             best2 = r2;

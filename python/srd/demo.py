@@ -92,10 +92,14 @@ def main(argv=None) -> int:
     _run("1/4 reconstruct Perov-5 test crystals from their representations (Table 1 protocol)", reconstruct.main,
          [str(test), "-o", str(out / "recon"), "--limit", str(args.n_recon), "--seed", str(args.seed), *budget, *quiet],
          log)
-    _run("2/4 train a small denoiser on the training split (Perov-5 val; the train split is missing)", train.main,
-         ["--data", str(val), "--out", str(out / "run"), "--config", str(ROOT / "configs" / "small.toml"),
-          "--max-steps", str(args.train_steps), "--seed", str(args.seed), "--device", "cpu", "--resume",
-          *(["--no-progress"] if args.tiny else [])], log)
+    train_argv = ["--data", str(val), "--out", str(out / "run"), "--config", str(ROOT / "configs" / "small.toml"),
+                  "--max-steps", str(args.train_steps), "--seed", str(args.seed), "--device", "cpu", "--resume",
+                  *(["--no-progress"] if args.tiny else [])]
+    if _trained_steps(out / "run") >= args.train_steps:  # finished before: keep the checkpoint (and the samples)
+        log.append({"step": "2/4 train (already done)", "command": "srd-train " + " ".join(train_argv), "seconds": 0})
+    else:
+        _run("2/4 train a small denoiser on the training split (Perov-5 val; the train split is missing)",
+             train.main, train_argv, log)
     _run("3/4 generate crystals: sample R, decode, reconstruct", sample.main,
          [str(out / "run"), "-n", str(args.n_samples), "-o", str(out / "samples"), "--sampling-steps",
           str(args.sampling_steps), "--seed", str(args.seed), "--device", "cpu", *budget, *quiet], log)
@@ -107,6 +111,18 @@ def main(argv=None) -> int:
     report = write_report(out, log, total, args)
     print(f"\nsrd demo finished in {total / 60:.1f} min; report: {report}")
     return 0
+
+
+def _trained_steps(run: Path) -> int:
+    from .utils import safe_torch_load
+
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.is_file():
+        return 0
+    try:
+        return int(safe_torch_load(ckpt).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
 
 
 def _fmt(v, digits=2):

@@ -55,7 +55,7 @@ N_ELEMENTS = 96
 #: Largest number of atoms per crystal of each benchmark (the size entry of R is n / n_max).
 DATASET_N_MAX = {"perov_5": 5, "carbon_24": 24, "mp_20": 20}
 #: Bump when the meaning of a feature file changes (part of the cache key).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,9 +129,14 @@ class Layout:
 class ScalingStats:
     """Min-max statistics of the continuous block, fitted on a training split.
 
-    scale(x) = (x - lo) / span with span = hi - lo, or 1 where a column is constant (so that a constant
-    column such as the cubic angles of Perov-5 stays exactly invertible).
+    scale(x) = (x - lo) / span with span = hi - lo, or 1 where a column is (nearly) constant: the cubic angles
+    of Perov-5, and EAD columns whose values over the whole split are below 1e-8 (in units of EAD / 1e6;
+    e.g. eta = 90 at mu = 0, ~1e-36), which a min-max scaling would blow up into noise of order 100 on
+    other splits. Either way the scaling stays exactly invertible.
     """
+
+    #: columns whose spread is below this are treated as constant
+    MIN_SPAN = 1e-8
 
     lo: torch.Tensor  # [n_cont] float64
     hi: torch.Tensor  # [n_cont] float64
@@ -140,7 +145,7 @@ class ScalingStats:
     @property
     def span(self) -> torch.Tensor:
         span = self.hi - self.lo
-        return torch.where(span > 1e-12 * (self.hi.abs() + 1e-300), span, torch.ones_like(span))
+        return torch.where(span > torch.clamp(1e-12 * self.hi.abs(), min=self.MIN_SPAN), span, torch.ones_like(span))
 
     @classmethod
     def fit(cls, raw: torch.Tensor, layout: Layout) -> ScalingStats:

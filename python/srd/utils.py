@@ -122,7 +122,7 @@ def run_metadata() -> dict:
     """Package version, git commit, torch version: saved with every output folder and checkpoint."""
     from . import __version__
 
-    return {"srd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__}
+    return {"srd_version": __version__, "git_commit": git_commit(), "torch_version": str(torch.__version__)}
 
 
 def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw):

@@ -1,0 +1,215 @@
+"""srd-train: train the representation-space DDPM on featurised crystals (SPEC section 4).
+
+Writes RUN/checkpoint.pt (everything the sampler needs), RUN/log.csv and RUN/config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._common import HelpFormatter, positive_int, print_config, run, seed_everything
+
+DESCRIPTION = """\
+Train the StructRepDiff DDPM (epsilon-prediction, MSE loss) on the representation vectors R of a
+training split, and write RUN/checkpoint.pt, RUN/log.csv (step, epoch, loss, lr, seconds) and
+RUN/config.json.
+
+Settings come from built-in defaults (the paper's: 1-D U-Net dim 64 x (1, 2, 4, 8), T = 2000 cosine
+schedule, Adam lr 1e-4, batch 64, 2000 epochs), overridden by --config FILE.toml (see configs/),
+overridden by the flags below. The resolved config is printed at start and saved with the run.
+
+TRAIN is a CDVAE-format CSV(.gz) (featurised and cached; the scaling statistics are fitted on it) or an
+srd features file (.pt from srd-featurize). Perov-5 and Carbon-24 ship without their train split:
+their val split is the default training split of this repository.
+
+Multi-process (DistributedDataParallel; gloo on CPU, nccl on GPU; --batch-size is the global batch):
+    torchrun --nproc-per-node 2 -m srd.cli.train --data TRAIN --out RUN ...
+
+An interrupted run (Ctrl-C saves a checkpoint) continues with --resume and follows the same loss curve
+as an uninterrupted run.
+"""
+
+EPILOG = """\
+examples:
+  srd-train --data data/perov_5/val.csv.gz --out runs/perov_5 --config configs/perov_5.toml
+  srd-train --data data/perov_5/val.csv.gz --out runs/small --config configs/small.toml
+  srd-train --data data/perov_5/val.csv.gz --out runs/small --config configs/small.toml --resume
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # argument_default=SUPPRESS: an option that is not given is absent (so it does not override the config
+    # file), and --help does not print "(default: None)"; the help texts name the built-in defaults.
+    p = argparse.ArgumentParser(
+        prog="srd-train",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--data", required=True, metavar="TRAIN", help="training split: CDVAE CSV(.gz) or srd features .pt"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="RUN", help="run folder (created; an existing run needs --resume)"
+    )
+    p.add_argument(
+        "--config", metavar="FILE.toml", help="TOML config file (configs/*.toml); flags override it"
+    )
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, help="passes over the training data (default 2000)")
+    length.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps instead")
+    p.add_argument(
+        "--max-minutes", type=float, metavar="M", help="also stop (with a checkpoint) after M minutes"
+    )
+    p.add_argument("--batch-size", type=positive_int, help="global batch size (default 64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--seed", type=int, help="seed of the weights, data order and noise (default 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--model", choices=("unet1d", "mlp", "transformer"), help="denoiser (default unet1d, the paper's)"
+    )
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, metavar="N", help="write RUN/checkpoint.pt every N steps"
+    )
+    p.add_argument(
+        "--log-every", type=positive_int, metavar="N", help="append the mean loss to log.csv every N steps"
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("perov_5", "carbon_24", "mp_20"),
+        help="dataset of a CSV (sets n_max; default: from the path)",
+    )
+    p.add_argument(
+        "--n-max", type=positive_int, help="largest atom count of a CSV (default: from the dataset)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN from its checkpoint (a RUN without one starts fresh)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve_config(args: argparse.Namespace):
+    """defaults < --config file < flags."""
+    from ..diffusion.config import TrainConfig, load_toml
+
+    config_file = getattr(args, "config", None)
+    base = load_toml(config_file) if config_file else {}
+    cfg = TrainConfig.from_dict(base, where=str(config_file or "config"))
+    changes = {}
+    for flag, field in [
+        ("max_minutes", "max_minutes"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("model", "model"),
+        ("checkpoint_every", "checkpoint_every"),
+        ("log_every", "log_every"),
+        ("dataset", "dataset"),
+        ("n_max", "n_max"),
+    ]:
+        v = getattr(args, flag, None)
+        if v is not None:
+            changes[field] = v
+    if getattr(args, "epochs", None) is not None:
+        changes.update(epochs=args.epochs, max_steps=0)
+    if getattr(args, "max_steps", None) is not None:
+        changes["max_steps"] = args.max_steps
+    changes["data"] = str(Path(args.data).resolve())
+    return cfg.replace(**changes)
+
+
+def load_training_features(config, *, rank: int = 0, world: int = 1, show_progress: bool = True):
+    """Features of config.data: a .pt feature file, or a CSV featurised (and cached) by rank 0 first."""
+    from ..representation import DATASET_N_MAX, Features, featurize
+
+    path = Path(config.data)
+    if not path.exists():
+        raise FileNotFoundError(f"--data: training file not found: {path}")
+    if path.suffix == ".pt":
+        feats = Features.load(path)
+        if config.n_max and config.n_max != feats.n_max:
+            raise ValueError(
+                f"--n-max {config.n_max} differs from the n_max {feats.n_max} of the feature file {path}"
+            )
+        if config.dataset and feats.dataset and config.dataset != feats.dataset:
+            raise ValueError(
+                f"--dataset {config.dataset} differs from the dataset {feats.dataset!r} of {path}"
+            )
+        if config.dataset and not feats.dataset:
+            feats.dataset = config.dataset
+        return feats
+    if config.dataset and config.n_max and DATASET_N_MAX.get(config.dataset, config.n_max) != config.n_max:
+        print(f"note: --n-max {config.n_max} overrides the n_max of {config.dataset}", file=sys.stderr)
+
+    def go():
+        return featurize(
+            path,
+            dataset=config.dataset or None,
+            n_max=config.n_max or None,
+            use_cache=True,
+            show_progress=show_progress and rank == 0,
+        )
+
+    if world == 1:
+        return go()
+    import torch.distributed as dist
+
+    if rank == 0:
+        feats = go()
+        dist.barrier()
+    else:
+        dist.barrier()
+        feats = go()  # from the cache rank 0 wrote
+    return feats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    resume = getattr(args, "resume", False)
+    no_progress = getattr(args, "no_progress", False)
+    import torch.distributed as dist
+
+    from ..diffusion.trainer import check_run_dir, setup_distributed, train
+
+    config = resolve_config(args)
+    rank, world, device = setup_distributed(config.device)
+    try:
+        if rank == 0:
+            print_config("srd-train", config)
+        check_run_dir(args.out, config, resume=resume)
+        seed_everything(config.seed + rank)
+        feats = load_training_features(config, rank=rank, world=world, show_progress=not no_progress)
+        summary = train(
+            config,
+            feats,
+            args.out,
+            resume=resume,
+            device=device,
+            show_progress=False if no_progress else None,
+        )
+        if rank == 0:
+            print(
+                f"srd-train: {summary['step']} steps, last loss {summary['loss']:.5f}, "
+                f"{summary['seconds']:.1f} s; checkpoint {summary['checkpoint']}",
+                file=sys.stderr,
+            )
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def entry() -> None:
+    run(main, "srd-train")
+
+
+if __name__ == "__main__":
+    entry()

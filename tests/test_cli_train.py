@@ -1,0 +1,283 @@
+"""srd-train: flags, config files, run-folder protection, resume, CSV input, and torchrun on 2 CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from srd.cli.train import build_parser, main
+from srd.params import EADParams
+from srd.representation import Features, Layout, ScalingStats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_TOML = """\
+model = "mlp"
+batch_size = 8
+lr = 1e-3
+log_every = 1
+device = "cpu"
+
+[diffusion]
+timesteps = 50
+
+[mlp]
+hidden = 32
+depth = 1
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def feats_file(tmp_path_factory) -> Path:
+    layout = Layout()
+    g = torch.Generator().manual_seed(0)
+    R = torch.rand((32, layout.dim), generator=g)
+    n = layout.continuous.stop
+    stats = ScalingStats(torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64), layout)
+    f = Features(
+        R=R, ids=[str(i) for i in range(32)], stats=stats, n_max=5, params=EADParams(), dataset="perov_5"
+    )
+    path = tmp_path_factory.mktemp("feats") / "train.pt"
+    f.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_toml(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    p.write_text(TINY_TOML)
+    return p
+
+
+def rows(run: Path) -> list[dict]:
+    with (run / "log.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--data",
+        "--out",
+        "--config",
+        "--epochs",
+        "--max-steps",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--device",
+        "--resume",
+        "--checkpoint-every",
+        "--model",
+        "--dataset",
+        "--n-max",
+        "--max-minutes",
+    ):
+        assert flag in out
+    assert "(default: None)" not in out
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+
+
+def test_trains_a_few_steps_and_writes_run(tmp_path, feats_file, tiny_toml, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--data",
+                str(feats_file),
+                "--out",
+                str(run),
+                "--config",
+                str(tiny_toml),
+                "--max-steps",
+                "6",
+                "--checkpoint-every",
+                "3",
+                "--lr",
+                "2e-3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "srd-train config:" in err and '"lr": 0.002' in err  # flags override the config file
+    assert (run / "checkpoint.pt").is_file() and (run / "config.json").is_file()
+    log = rows(run)
+    assert [r["step"] for r in log] == [str(i) for i in range(1, 7)]
+    assert set(log[0]) == {"step", "epoch", "loss", "lr", "seconds"}
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 6 and ck["config"]["model"] == "mlp" and ck["config"]["mlp"]["hidden"] == 32
+    assert ck["config"]["lr"] == 2e-3 and ck["config"]["diffusion"]["timesteps"] == 50
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"] == ck["config"]
+
+
+def test_existing_run_needs_resume(tmp_path, feats_file, tiny_toml):
+    run = tmp_path / "run"
+    base = ["--data", str(feats_file), "--out", str(run), "--config", str(tiny_toml), "--no-progress"]
+    assert main([*base, "--max-steps", "4"]) == 0
+    with pytest.raises(FileExistsError, match="different config"):
+        main([*base, "--max-steps", "4", "--lr", "0.5"])
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        main([*base, "--max-steps", "4"])
+    with pytest.raises(ValueError, match="different config"):
+        main([*base, "--max-steps", "8", "--model", "transformer", "--resume"])
+    assert main([*base, "--max-steps", "8", "--resume"]) == 0
+    assert [r["step"] for r in rows(run)] == [str(i) for i in range(1, 9)]
+
+
+def test_model_flag_and_epochs(tmp_path, feats_file, tiny_toml):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--data",
+                str(feats_file),
+                "--out",
+                str(run),
+                "--config",
+                str(tiny_toml),
+                "--model",
+                "transformer",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["model_spec"]["name"] == "transformer" and ck["step"] == 2 and ck["epoch"] == 1
+
+
+def test_bad_inputs(tmp_path, feats_file, tiny_toml):
+    with pytest.raises(FileNotFoundError, match="training file not found"):
+        main(["--data", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r1"), "--config", str(tiny_toml)])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 1\n")
+    with pytest.raises(ValueError, match="unknown key"):
+        main(["--data", str(feats_file), "--out", str(tmp_path / "r2"), "--config", str(bad)])
+    with pytest.raises(ValueError, match="n_max"):
+        main(
+            [
+                "--data",
+                str(feats_file),
+                "--out",
+                str(tmp_path / "r3"),
+                "--config",
+                str(tiny_toml),
+                "--n-max",
+                "7",
+            ]
+        )
+    with pytest.raises(SystemExit):
+        main(["--data", str(feats_file), "--out", str(tmp_path / "r4"), "--epochs", "1", "--max-steps", "2"])
+
+
+def test_csv_input_is_featurized(tmp_path, tiny_toml, monkeypatch):
+    """A CDVAE CSV is featurised (dataset from the path, or --dataset), cached, and trained on."""
+    monkeypatch.setenv("SRD_CACHE_DIR", str(tmp_path / "cache"))
+    with gzip.open(ROOT / "data" / "perov_5" / "val.csv.gz", "rt", newline="") as f:
+        reader = csv.reader(f)
+        head = [row for _, row in zip(range(13), reader)]  # header + 12 crystals (cif fields span lines)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(head)
+    body = buf.getvalue()
+    anon = tmp_path / "crystals.csv"
+    anon.write_text(body)
+    with pytest.raises(ValueError, match="--dataset"):
+        main(
+            [
+                "--data",
+                str(anon),
+                "--out",
+                str(tmp_path / "r0"),
+                "--config",
+                str(tiny_toml),
+                "--max-steps",
+                "1",
+            ]
+        )
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--data",
+                str(anon),
+                "--dataset",
+                "perov_5",
+                "--out",
+                str(run),
+                "--config",
+                str(tiny_toml),
+                "--max-steps",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["n_max"] == 5 and ck["dataset"] == "perov_5" and ck["data"]["n"] == 12
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_torchrun_two_cpu_processes(tmp_path, feats_file, tiny_toml):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SRD_PROGRESS": "0"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "srd.cli.train",
+        "--data",
+        str(feats_file),
+        "--out",
+        str(run),
+        "--config",
+        str(tiny_toml),
+        "--max-steps",
+        "6",
+        "--checkpoint-every",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["world_size"] == 2 and ck["step"] == 6
+    log = rows(run)
+    assert [r["step"] for r in log] == [str(i) for i in range(1, 7)]
+    assert all(float(r["loss"]) > 0 for r in log)
+    # 32 vectors, global batch 8 = 2 ranks x 4: 4 steps per epoch
+    assert (ck["epoch"], ck["batch_in_epoch"]) == (1, 2)

@@ -33,8 +33,8 @@ bench: setup
 	$(PY) benchmarks/report.py
 
 lint: setup
-	$(VENV)/bin/ruff check python tests benchmarks
-	$(VENV)/bin/ruff format --check python tests benchmarks
+	$(VENV)/bin/ruff check python tests benchmarks scripts
+	$(VENV)/bin/ruff format --check python tests benchmarks scripts
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks

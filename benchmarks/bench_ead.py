@@ -25,8 +25,11 @@ from srd.representation import pooled_ead  # noqa: E402
 from srd.structures import Batch, read_structures  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-FILES = {"perov_5": DATA / "perov_5/test.csv.gz", "carbon_24": DATA / "carbon_24/test.csv.gz",
-         "mp_20": DATA / "mp_20_partial/test.csv.gz"}
+FILES = {
+    "perov_5": DATA / "perov_5/test.csv.gz",
+    "carbon_24": DATA / "carbon_24/test.csv.gz",
+    "mp_20": DATA / "mp_20_partial/test.csv.gz",
+}
 PARAMS = srd.EADParams()
 
 
@@ -48,7 +51,9 @@ def pair_count(dataset: str, n_atoms: int | None = None) -> int:
     """Neighbour pairs within the cutoff (all images), summed over the benchmark crystals."""
     total = 0
     for s in crystals(dataset, 64 if n_atoms is None else 16, n_atoms):
-        i, _, _ = neighbor_pairs_reference(torch.tensor(s.cart_coords), torch.tensor(s.lattice.matrix), PARAMS.cutoff)
+        i, _, _ = neighbor_pairs_reference(
+            torch.tensor(s.cart_coords), torch.tensor(s.lattice.matrix), PARAMS.cutoff
+        )
         total += len(i)
     return total
 
@@ -68,14 +73,20 @@ def _native_fwd_bwd(b):
 def _dense_fwd(structs):
     with torch.no_grad():
         for s in structs:
-            ead_dense_box(torch.tensor(s.cart_coords, dtype=torch.float32), torch.tensor(s.atomic_numbers),
-                          torch.tensor(s.lattice.matrix, dtype=torch.float32), PARAMS)
+            ead_dense_box(
+                torch.tensor(s.cart_coords, dtype=torch.float32),
+                torch.tensor(s.atomic_numbers),
+                torch.tensor(s.lattice.matrix, dtype=torch.float32),
+                PARAMS,
+            )
 
 
 def _dense_fwd_bwd(structs):
     for s in structs:
         pos = torch.tensor(s.cart_coords, dtype=torch.float32, requires_grad=True)
-        f = ead_dense_box(pos, torch.tensor(s.atomic_numbers), torch.tensor(s.lattice.matrix, dtype=torch.float32), PARAMS)
+        f = ead_dense_box(
+            pos, torch.tensor(s.atomic_numbers), torch.tensor(s.lattice.matrix, dtype=torch.float32), PARAMS
+        )
         torch.cat([f.max(0).values, f.min(0).values]).abs().sum().backward()
 
 
@@ -85,8 +96,15 @@ def _dense_fwd_bwd(structs):
 def test_ead_batch64(benchmark, dataset, mode, impl):
     structs = crystals(dataset)
     b = Batch.from_structures(structs, dtype=torch.float32)
-    benchmark.extra_info.update(dataset=dataset, mode=mode, impl=impl, crystals=len(structs),
-                                atoms=int(b.positions.shape[0]), pairs=pair_count(dataset), threads=torch.get_num_threads())
+    benchmark.extra_info.update(
+        dataset=dataset,
+        mode=mode,
+        impl=impl,
+        crystals=len(structs),
+        atoms=int(b.positions.shape[0]),
+        pairs=pair_count(dataset),
+        threads=torch.get_num_threads(),
+    )
     if impl == "native":
         fn = (lambda: _native_fwd(b)) if mode == "fwd" else (lambda: _native_fwd_bwd(b))
         benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
@@ -102,8 +120,15 @@ def test_ead_mp20_20atoms_one_core(benchmark):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        benchmark.extra_info.update(dataset="mp_20", mode="fwd_bwd", impl="native-1core-20atoms",
-                                    crystals=len(structs), atoms=int(b.positions.shape[0]), pairs=pair_count("mp_20", 20), threads=1)
+        benchmark.extra_info.update(
+            dataset="mp_20",
+            mode="fwd_bwd",
+            impl="native-1core-20atoms",
+            crystals=len(structs),
+            atoms=int(b.positions.shape[0]),
+            pairs=pair_count("mp_20", 20),
+            threads=1,
+        )
         benchmark.pedantic(lambda: _native_fwd_bwd(b), rounds=10, iterations=1, warmup_rounds=1)
     finally:
         torch.set_num_threads(old)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-PATH = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "build" / "bench.json")
+PATH = Path(
+    sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "build" / "bench.json"
+)
 
 
 def main() -> int:
@@ -26,8 +28,10 @@ def main() -> int:
         else:
             other.append(b)
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", platform.processor())
-    print(f"\nEAD kernels, float32, batches of 64 test crystals; machine: {cpu}, torch {torch.__version__}, "
-          f"{rows and next(iter(rows.values()))[1].get('threads')} threads")
+    print(
+        f"\nEAD kernels, float32, batches of 64 test crystals; machine: {cpu}, torch {torch.__version__}, "
+        f"{rows and next(iter(rows.values()))[1].get('threads')} threads"
+    )
     print("| dataset | mode | fused (ms/batch) | dense PyTorch (ms/batch) | speed-up | fused pairs/s |")
     print("|---|---|---|---|---|---|")
     for ds in ("perov_5", "carbon_24", "mp_20"):
@@ -38,12 +42,16 @@ def main() -> int:
             d = rows.get((ds, mode, "dense"))
             dense = f"{1e3 * d[0]:.0f}" if d else "-"
             ratio = f"{d[0] / t:.0f}x" if d else "-"
-            print(f"| {ds} | {mode.replace('_', '+')} | {1e3 * t:.1f} | {dense} | {ratio} | {x['pairs'] / t:.3g} |")
+            print(
+                f"| {ds} | {mode.replace('_', '+')} | {1e3 * t:.1f} | {dense} | {ratio} | {x['pairs'] / t:.3g} |"
+            )
     one = rows.get(("mp_20", "fwd_bwd", "native-1core-20atoms"))
     if one:
         t, x = one
-        print(f"\nforward+backward per 20-atom MP-20 crystal, one core: {1e3 * t / x['crystals']:.2f} ms "
-              f"({x['pairs'] / x['crystals']:.0f} pairs within 20 A per crystal)")
+        print(
+            f"\nforward+backward per 20-atom MP-20 crystal, one core: {1e3 * t / x['crystals']:.2f} ms "
+            f"({x['pairs'] / x['crystals']:.0f} pairs within 20 A per crystal)"
+        )
     if other:
         print("\nother benchmarks (min seconds):")
         for b in other:

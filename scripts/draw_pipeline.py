@@ -31,10 +31,19 @@ def main() -> None:
         ax.text(x, 0.25 + h / 2, text, ha="center", va="center", fontsize=8)
     labels = ["featurize", "train / sample", "generated R", ""]
     for (_, x0, _), (_, x1, _), lab in zip(BOXES, BOXES[1:], labels):
-        ax.add_patch(FancyArrowPatch((x0 + w / 2, 0.56), (x1 - w / 2, 0.56), arrowstyle="-|>", mutation_scale=14))
+        ax.add_patch(
+            FancyArrowPatch((x0 + w / 2, 0.56), (x1 - w / 2, 0.56), arrowstyle="-|>", mutation_scale=14)
+        )
         ax.text((x0 + x1) / 2, 0.92, lab, ha="center", fontsize=8, color="#333")
-    ax.text(0.5, 0.06, "srd-featurize  ->  srd-train  ->  srd-sample (decode + reconstruct)  ->  srd-evaluate;  "
-            "srd-reconstruct alone is the paper's Table 1", ha="center", fontsize=9, family="monospace")
+    ax.text(
+        0.5,
+        0.06,
+        "srd-featurize  ->  srd-train  ->  srd-sample (decode + reconstruct)  ->  srd-evaluate;  "
+        "srd-reconstruct alone is the paper's Table 1",
+        ha="center",
+        fontsize=9,
+        family="monospace",
+    )
     out = Path(__file__).resolve().parents[1] / "docs" / "pipeline.png"
     fig.savefig(out, dpi=110, bbox_inches="tight")
     print(f"wrote {out}")

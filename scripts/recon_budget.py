@@ -24,10 +24,33 @@ BUDGETS = {
     # a tenth of the paper's budget, spent the paper's way
     "paper/10": ["--trials", "6", "--hops", "2", "--steps", "105"],
     # srd's default: early stopping at L1 <= 1e-4, swap hops, a float64 polish of every trial
-    "fast": ["--trials", "3", "--hops", "8", "--steps", "100", "--tol", "1e-4", "--swap-prob", "0.5",
-             "--polish-steps", "50"],
+    "fast": [
+        "--trials",
+        "3",
+        "--hops",
+        "8",
+        "--steps",
+        "100",
+        "--tol",
+        "1e-4",
+        "--swap-prob",
+        "0.5",
+        "--polish-steps",
+        "50",
+    ],
     # the same without swap hops (what they contribute)
-    "fast-noswap": ["--trials", "3", "--hops", "8", "--steps", "100", "--tol", "1e-4", "--polish-steps", "50"],
+    "fast-noswap": [
+        "--trials",
+        "3",
+        "--hops",
+        "8",
+        "--steps",
+        "100",
+        "--tol",
+        "1e-4",
+        "--polish-steps",
+        "50",
+    ],
 }
 
 
@@ -36,7 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("input", help="ground-truth split (CSV(.gz) with a 'cif' column)")
     p.add_argument("--limit", type=int, default=20, help="first N crystals")
     p.add_argument("--out", default=None, help="parent folder of the runs (default runs/budget_<split>)")
-    p.add_argument("--budgets", default="paper,paper/10,fast", help=f"comma-separated, from {sorted(BUDGETS)}")
+    p.add_argument(
+        "--budgets", default="paper,paper/10,fast", help=f"comma-separated, from {sorted(BUDGETS)}"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -45,12 +70,33 @@ def main(argv=None) -> int:
     rows = []
     for name in args.budgets.split(","):
         folder = out / name.replace("/", "_")
-        reconstruct_main([str(split), "-o", str(folder), "--limit", str(args.limit), "--seed", str(args.seed),
-                          "--batch-size", str(args.batch_size), *BUDGETS[name]])
+        reconstruct_main(
+            [
+                str(split),
+                "-o",
+                str(folder),
+                "--limit",
+                str(args.limit),
+                "--seed",
+                str(args.seed),
+                "--batch-size",
+                str(args.batch_size),
+                *BUDGETS[name],
+            ]
+        )
         s = json.loads((folder / "summary.json").read_text())
         rec, t = s["reconstruction"], s["timing"]
-        rows.append((name, rec["match_rate"], rec["rmse"], rec["n"], t["evaluations_per_crystal_mean"],
-                     t["seconds_per_crystal_mean"], " ".join(BUDGETS[name])))
+        rows.append(
+            (
+                name,
+                rec["match_rate"],
+                rec["rmse"],
+                rec["n"],
+                t["evaluations_per_crystal_mean"],
+                t["seconds_per_crystal_mean"],
+                " ".join(BUDGETS[name]),
+            )
+        )
     print(f"\n{split} (first {args.limit} crystals), seed {args.seed}:\n")
     print("| budget | match rate (%) | RMSE | crystals | evaluations / crystal | s / crystal | flags |")
     print("|---|---|---|---|---|---|---|")

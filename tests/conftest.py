@@ -39,7 +39,9 @@ def real_crystals(dataset: str, n: int, split: str = "test"):
     """The first n crystals of a data/ split as pymatgen Structures (as stored, not Niggli-reduced)."""
     from srd.structures import read_structures
 
-    path = {"perov_5": DATA / "perov_5", "carbon_24": DATA / "carbon_24", "mp_20": DATA / "mp_20_partial"}[dataset]
+    path = {"perov_5": DATA / "perov_5", "carbon_24": DATA / "carbon_24", "mp_20": DATA / "mp_20_partial"}[
+        dataset
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tuple(r.structure for r in read_structures(path / f"{split}.csv.gz", limit=n))
@@ -51,8 +53,23 @@ def adversarial_cells():
     skewed = np.array([[3.0, 0.0, 0.0], [2.9, 0.8, 0.0], [2.8, 0.7, 0.6]])  # nearly flat, very oblique
     return [
         ("one-atom-small", np.eye(3) * 2.3, np.zeros((1, 3)), [29]),
-        ("one-atom-triclinic", np.array([[2.5, 0.0, 0.0], [1.1, 2.2, 0.0], [0.4, 0.9, 2.1]]), np.zeros((1, 3)), [14]),
+        (
+            "one-atom-triclinic",
+            np.array([[2.5, 0.0, 0.0], [1.1, 2.2, 0.0], [0.4, 0.9, 2.1]]),
+            np.zeros((1, 3)),
+            [14],
+        ),
         ("skewed", skewed, rng.random((3, 3)), [8, 22, 1]),
-        ("long-thin", np.array([[1.9, 0.0, 0.0], [0.0, 2.1, 0.0], [0.3, 0.2, 31.0]]), rng.random((2, 3)), [6, 7]),
-        ("left-handed", np.array([[4.0, 0.1, 0.0], [0.0, -3.7, 0.2], [0.3, 0.0, 4.2]]), rng.random((4, 3)), [3, 9, 55, 83]),
+        (
+            "long-thin",
+            np.array([[1.9, 0.0, 0.0], [0.0, 2.1, 0.0], [0.3, 0.2, 31.0]]),
+            rng.random((2, 3)),
+            [6, 7],
+        ),
+        (
+            "left-handed",
+            np.array([[4.0, 0.1, 0.0], [0.0, -3.7, 0.2], [0.3, 0.0, 4.2]]),
+            rng.random((4, 3)),
+            [3, 9, 55, 83],
+        ),
     ]

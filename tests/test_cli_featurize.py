@@ -23,7 +23,9 @@ def _small_csv(tmp_path, n=6):
     # An element beyond Z = 96: rewrite a binary's symbols.
     cif = df.iloc[3]["cif"]
     el = cif.split("_chemical_formula_sum")[1].split("'")[1].split()[0].rstrip("0123456789")
-    bad.loc[bad.index[2], "cif"] = cif.replace(f" {el} ", " Cf ").replace(f"{el}0", "Cf0").replace(f"{el}1", "Cf1")
+    bad.loc[bad.index[2], "cif"] = (
+        cif.replace(f" {el} ", " Cf ").replace(f"{el}0", "Cf0").replace(f"{el}1", "Cf1")
+    )
     bad.loc[bad.index[2], "material_id"] = "heavy-3"
     out = pd.concat([df, bad])
     path = tmp_path / "mixed.csv.gz"
@@ -55,8 +57,23 @@ def test_featurize_stats_reuse_and_cache(tmp_path, capsys, monkeypatch):
     test = tmp_path / "test.pt"
     src = DATA / "perov_5" / "val.csv.gz"
     assert main([str(src), "-o", str(train), "--limit", "40", "--quiet", "--workers", "1"]) == 0
-    assert main([str(DATA / "perov_5" / "test.csv.gz"), "-o", str(test), "--limit", "30", "--stats", str(train),
-                 "--quiet", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                str(DATA / "perov_5" / "test.csv.gz"),
+                "-o",
+                str(test),
+                "--limit",
+                "30",
+                "--stats",
+                str(train),
+                "--quiet",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     a, b = Features.load(train), Features.load(test)
     assert a.n_max == b.n_max == 5 and a.dataset == "perov_5"
     assert torch.equal(a.stats.lo, b.stats.lo) and torch.equal(a.stats.hi, b.stats.hi)

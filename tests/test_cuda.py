@@ -30,23 +30,40 @@ DEFAULT = srd.EADParams()
 GRIDS = {
     "default": DEFAULT,  # SPEC grid, skip_exponent 40 (windowed)
     "dense": DEFAULT.dense(),  # every term
-    "separate-lmax1": srd.EADParams(etas=(1.0, 20.0, 90.0), mus=tuple(0.25 * k for k in range(24)), cutoff=8.0,
-                                    l1="separate"),
-    "lmax0-nonuniform": srd.EADParams(etas=(2.0, 30.0), mus=(0.0, 0.3, 0.7, 1.6, 2.0, 3.5, 4.1, 5.0, 7.5),
-                                      cutoff=9.0, lmax=0, skip_exponent=20.0),
+    "separate-lmax1": srd.EADParams(
+        etas=(1.0, 20.0, 90.0), mus=tuple(0.25 * k for k in range(24)), cutoff=8.0, l1="separate"
+    ),
+    "lmax0-nonuniform": srd.EADParams(
+        etas=(2.0, 30.0),
+        mus=(0.0, 0.3, 0.7, 1.6, 2.0, 3.5, 4.1, 5.0, 7.5),
+        cutoff=9.0,
+        lmax=0,
+        skip_exponent=20.0,
+    ),
     # 3 x 100 = 300 channels: two channels per thread in the forward
-    "two-per-thread": srd.EADParams(etas=(1.0, 10.0, 40.0), mus=tuple(0.07 * k for k in range(100)), cutoff=7.5),
+    "two-per-thread": srd.EADParams(
+        etas=(1.0, 10.0, 40.0), mus=tuple(0.07 * k for k in range(100)), cutoff=7.5
+    ),
 }
 
 
 def _args(p: srd.EADParams):
-    return (list(p.etas), list(p.mus), float(p.cutoff), int(p.lmax), p.l1 == "cumulative", float(p.skip_exponent))
+    return (
+        list(p.etas),
+        list(p.mus),
+        float(p.cutoff),
+        int(p.lmax),
+        p.l1 == "cumulative",
+        float(p.skip_exponent),
+    )
 
 
 def _rattle(batch: Batch, amount: float = 0.05, seed: int = 0) -> Batch:
     """Break the crystals' symmetry (otherwise most gradients cancel to ~0)."""
     g = torch.Generator().manual_seed(seed)
-    pos = batch.positions + amount * torch.randn(batch.positions.shape, generator=g, dtype=batch.positions.dtype)
+    pos = batch.positions + amount * torch.randn(
+        batch.positions.shape, generator=g, dtype=batch.positions.dtype
+    )
     return Batch(pos, batch.numbers, batch.cells, batch.ptr)
 
 
@@ -59,8 +76,12 @@ def _from_cells(cases) -> Batch:
         cells.append(cell)
         counts.append(len(z))
     ptr = np.concatenate([[0], np.cumsum(counts)])
-    return Batch(torch.tensor(np.concatenate(pos)), torch.tensor(num, dtype=torch.int64), torch.tensor(np.stack(cells)),
-                 torch.tensor(ptr, dtype=torch.int64))
+    return Batch(
+        torch.tensor(np.concatenate(pos)),
+        torch.tensor(num, dtype=torch.int64),
+        torch.tensor(np.stack(cells)),
+        torch.tensor(ptr, dtype=torch.int64),
+    )
 
 
 @cache
@@ -73,13 +94,21 @@ def _batches() -> dict[str, Batch]:
     }
     extra = [
         # very skewed triclinic cell (plane spacings far below the vector lengths)
-        ("very-skewed", [[5.0, 0.0, 0.0], [4.9, 0.45, 0.0], [4.8, 0.4, 0.35]], np.random.default_rng(3).random((3, 3)),
-         [8, 26, 1]),
+        (
+            "very-skewed",
+            [[5.0, 0.0, 0.0], [4.9, 0.45, 0.0], [4.8, 0.4, 0.35]],
+            np.random.default_rng(3).random((3, 3)),
+            [8, 26, 1],
+        ),
         # one atom in a cell far smaller than the cutoff (thousands of self-images)
         ("tiny-one-atom", [[1.2, 0.0, 0.0], [0.1, 1.3, 0.0], [0.2, -0.1, 1.1]], np.zeros((1, 3)), [6]),
         # positions far outside the cell (wrapping offsets enter the cell gradient)
-        ("unwrapped", [[4.0, 0.0, 0.0], [0.0, 4.5, 0.0], [0.5, 0.0, 5.0]], [[3.2, -2.7, 5.1], [-0.5, 0.25, -4.0]],
-         [14, 8]),
+        (
+            "unwrapped",
+            [[4.0, 0.0, 0.0], [0.0, 4.5, 0.0], [0.5, 0.0, 5.0]],
+            [[3.2, -2.7, 5.1], [-0.5, 0.25, -4.0]],
+            [14, 8],
+        ),
     ]
     out["extra"] = _from_cells(extra)
     return out
@@ -149,8 +178,9 @@ def test_forward_float32(name, grid):
     b, p = _batches()[name], GRIDS[grid]
     c = _cuda(b, torch.float32)
     # float64 CPU reference on exactly the float32 inputs
-    f_cpu, r_cpu = torch.ops.srd.ead_forward(c.positions.double().cpu(), b.numbers, c.cells.double().cpu(), b.ptr,
-                                             *_args(p))
+    f_cpu, r_cpu = torch.ops.srd.ead_forward(
+        c.positions.double().cpu(), b.numbers, c.cells.double().cpu(), b.ptr, *_args(p)
+    )
     f_gpu, r_gpu = torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, *_args(p))
     assert f_gpu.dtype == torch.float32
     _assert_close(f"{name}/{grid} features float32", f_gpu, f_cpu, 1e-4, 1e-5)
@@ -160,8 +190,13 @@ def test_forward_float32(name, grid):
 def test_forward_through_public_api():
     b = _batches()["mp_20"]
     c = _cuda(b, torch.float64)
-    _assert_close("ead_batch", srd.ead_batch(c.positions, c.numbers, c.cells, c.ptr),
-                  srd.ead_batch(b.positions, b.numbers, b.cells, b.ptr), 1e-10, 1e-12)
+    _assert_close(
+        "ead_batch",
+        srd.ead_batch(c.positions, c.numbers, c.cells, c.ptr),
+        srd.ead_batch(b.positions, b.numbers, b.cells, b.ptr),
+        1e-10,
+        1e-12,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,8 +210,12 @@ def test_backward_float64(name, grid):
     c = _cuda(b, torch.float64)
     _, r_gpu = torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, *_args(p))
     for kind, up in _upstreams(f_cpu, b.ptr).items():
-        gp_cpu, gc_cpu = torch.ops.srd.ead_backward(up, b.positions, b.numbers, b.cells, b.ptr, r_cpu, *_args(p))
-        gp, gc = torch.ops.srd.ead_backward(up.cuda(), c.positions, c.numbers, c.cells, c.ptr, r_gpu, *_args(p))
+        gp_cpu, gc_cpu = torch.ops.srd.ead_backward(
+            up, b.positions, b.numbers, b.cells, b.ptr, r_cpu, *_args(p)
+        )
+        gp, gc = torch.ops.srd.ead_backward(
+            up.cuda(), c.positions, c.numbers, c.cells, c.ptr, r_gpu, *_args(p)
+        )
         _assert_close(f"{name}/{grid}/{kind} grad positions", gp, gp_cpu, 1e-9, 1e-10, per_column=False)
         _assert_close(f"{name}/{grid}/{kind} grad cells", gc, gc_cpu, 1e-9, 1e-10, per_column=False)
 
@@ -190,8 +229,9 @@ def test_backward_float32(name):
     _, r_gpu = torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, *_args(p))
     for kind, up in _upstreams(f_cpu, b.ptr).items():
         gp_cpu, gc_cpu = torch.ops.srd.ead_backward(up, pos64, b.numbers, cel64, b.ptr, r_cpu, *_args(p))
-        gp, gc = torch.ops.srd.ead_backward(up.float().cuda(), c.positions, c.numbers, c.cells, c.ptr, r_gpu,
-                                            *_args(p))
+        gp, gc = torch.ops.srd.ead_backward(
+            up.float().cuda(), c.positions, c.numbers, c.cells, c.ptr, r_gpu, *_args(p)
+        )
         assert gp.dtype == torch.float32 and gc.dtype == torch.float32
         _assert_close(f"{name}/{kind} grad positions float32", gp, gp_cpu, 1e-3, 1e-4, per_column=False)
         _assert_close(f"{name}/{kind} grad cells float32", gc, gc_cpu, 1e-3, 1e-4, per_column=False)
@@ -219,8 +259,9 @@ def test_backward_zero_upstream_is_zero():
     b = _batches()["perov_5"]
     c = _cuda(b, torch.float64)
     f, r = torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, *_args(DEFAULT))
-    gp, gc = torch.ops.srd.ead_backward(torch.zeros_like(f), c.positions, c.numbers, c.cells, c.ptr, r,
-                                        *_args(DEFAULT))
+    gp, gc = torch.ops.srd.ead_backward(
+        torch.zeros_like(f), c.positions, c.numbers, c.cells, c.ptr, r, *_args(DEFAULT)
+    )
     assert bool((gp == 0).all()) and bool((gc == 0).all())
 
 
@@ -241,24 +282,39 @@ def test_nearest_pairs(name, dtype):
         assert int(b.ptr[k]) <= int(i_gpu[k, 0]) and int(i_gpu[k, 1]) < int(b.ptr[k + 1])
 
     def dist(i, s):
-        d = pos.double()[i[:, 1]] - pos.double()[i[:, 0]] + torch.einsum("bk,bkl->bl", s.double(), cel.double())
+        d = (
+            pos.double()[i[:, 1]]
+            - pos.double()[i[:, 0]]
+            + torch.einsum("bk,bkl->bl", s.double(), cel.double())
+        )
         return d.norm(dim=1)
 
     # The independent brute force (tests/oracle.py) on exactly these inputs.
-    oracle = torch.tensor([
-        min_distance_oracle(pos[int(b.ptr[k]) : int(b.ptr[k + 1])].double().numpy(), cel[k].double().numpy())
-        for k in range(b.n_crystals)
-    ], dtype=torch.float64)
+    oracle = torch.tensor(
+        [
+            min_distance_oracle(
+                pos[int(b.ptr[k]) : int(b.ptr[k + 1])].double().numpy(), cel[k].double().numpy()
+            )
+            for k in range(b.n_crystals)
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(dist(i_gpu, s_gpu), oracle, rtol=1e-12, atol=0)
     # The CPU op's pair has the same length wherever it found one. (The CPU search radius is
     # sqrt(|a|^2)^2, which can round below |a|^2 and lose the self-image along the shortest lattice
     # vector of a one-atom cell, leaving index -1; the CUDA search radius is inflated by 64 ulp.)
     i_cpu, s_cpu = torch.ops.srd.nearest_pairs(pos, cel, b.ptr)
     found = i_cpu[:, 0] >= 0
-    torch.testing.assert_close(dist(i_gpu, s_gpu)[found], dist(i_cpu[found], s_cpu[found]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        dist(i_gpu, s_gpu)[found], dist(i_cpu[found], s_cpu[found]), rtol=1e-12, atol=0
+    )
     # min_distance end to end (the differentiable distance is recomputed in Python)
-    torch.testing.assert_close(srd.min_distance(c.positions, c.cells, c.ptr).cpu().double(), oracle,
-                               rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+    torch.testing.assert_close(
+        srd.min_distance(c.positions, c.cells, c.ptr).cpu().double(),
+        oracle,
+        rtol=1e-6 if dtype == torch.float32 else 1e-12,
+        atol=0,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,8 +354,9 @@ def test_batch_independent_bitwise():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_largest_grid(dtype):
     """16 etas x 128 mus = 2048 channels: 8 channels per thread; > 48 kB shared memory in the backward."""
-    p = srd.EADParams(etas=tuple(1.0 + 6.0 * k for k in range(16)), mus=tuple(0.04 * k for k in range(128)),
-                      cutoff=5.5)
+    p = srd.EADParams(
+        etas=tuple(1.0 + 6.0 * k for k in range(16)), mus=tuple(0.04 * k for k in range(128)), cutoff=5.5
+    )
     b = _rattle(_batches()["perov_5"])
     c = _cuda(b, dtype)
     pos64, cel64 = c.positions.double().cpu(), c.cells.double().cpu()
@@ -309,8 +366,9 @@ def test_largest_grid(dtype):
     _assert_close("largest grid features", f_gpu, f_cpu, *tol)
     up = _upstreams(f_cpu, b.ptr)["random"]
     gp_cpu, gc_cpu = torch.ops.srd.ead_backward(up, pos64, b.numbers, cel64, b.ptr, r_cpu, *_args(p))
-    gp, gc = torch.ops.srd.ead_backward(up.to("cuda", dtype), c.positions, c.numbers, c.cells, c.ptr, r_gpu,
-                                        *_args(p))
+    gp, gc = torch.ops.srd.ead_backward(
+        up.to("cuda", dtype), c.positions, c.numbers, c.cells, c.ptr, r_gpu, *_args(p)
+    )
     btol = (1e-9, 1e-10) if dtype == torch.float64 else (1e-3, 1e-4)
     _assert_close("largest grid grad positions", gp, gp_cpu, *btol, per_column=False)
     _assert_close("largest grid grad cells", gc, gc_cpu, *btol, per_column=False)
@@ -319,10 +377,13 @@ def test_largest_grid(dtype):
 def test_grid_limits_have_clear_messages():
     c = _cuda(_batches()["perov_5"], torch.float64)
     with pytest.raises(ValueError, match=r"the CUDA kernels support at most 16 etas, got 17"):
-        torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, [1.0] * 17, [0.0], 5.0, 1, True, 40.0)
+        torch.ops.srd.ead_forward(
+            c.positions, c.numbers, c.cells, c.ptr, [1.0] * 17, [0.0], 5.0, 1, True, 40.0
+        )
     with pytest.raises(ValueError, match=r"the CUDA kernels support at most 128 mus, got 129"):
-        torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, [1.0], [0.1 * k for k in range(129)], 5.0,
-                                  1, True, 40.0)
+        torch.ops.srd.ead_forward(
+            c.positions, c.numbers, c.cells, c.ptr, [1.0], [0.1 * k for k in range(129)], 5.0, 1, True, 40.0
+        )
     with pytest.raises(ValueError, match=r"cutoff must be a finite number > 0"):
         torch.ops.srd.ead_forward(c.positions, c.numbers, c.cells, c.ptr, [1.0], [0.0], -1.0, 1, True, 40.0)
 
@@ -330,7 +391,9 @@ def test_grid_limits_have_clear_messages():
 def test_mixed_devices_are_refused():
     b = _batches()["perov_5"]
     with pytest.raises(ValueError, match=r"cells is on cpu but positions is on cuda"):
-        torch.ops.srd.ead_forward(b.positions.cuda(), b.numbers.cuda(), b.cells, b.ptr.cuda(), *_args(DEFAULT))
+        torch.ops.srd.ead_forward(
+            b.positions.cuda(), b.numbers.cuda(), b.cells, b.ptr.cuda(), *_args(DEFAULT)
+        )
 
 
 def test_empty_batch():
@@ -369,8 +432,9 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.srd.ead_forward.default, args)
     f, r = torch.ops.srd.ead_forward(*args)
     up = torch.randn_like(f)
-    torch.library.opcheck(torch.ops.srd.ead_backward.default,
-                          (up, c.positions, c.numbers, c.cells, c.ptr, r, *_args(p)))
+    torch.library.opcheck(
+        torch.ops.srd.ead_backward.default, (up, c.positions, c.numbers, c.cells, c.ptr, r, *_args(p))
+    )
     torch.library.opcheck(torch.ops.srd.nearest_pairs.default, (c.positions, c.cells, c.ptr))
     # with gradients required (autograd registration on the CUDA key)
     pos = c.positions.clone().requires_grad_()
@@ -379,11 +443,18 @@ def test_opcheck():
 
 
 def test_gradcheck_float64():
-    p = srd.EADParams(etas=(1.0, 20.0), mus=tuple(0.5 * k for k in range(10)), cutoff=6.0, skip_exponent=math.inf)
-    cell = torch.tensor([[3.0, 0.2, 0.1], [0.5, 3.5, 0.3], [0.2, -0.4, 4.0]], dtype=torch.float64, device="cuda",
-                        requires_grad=True)
+    p = srd.EADParams(
+        etas=(1.0, 20.0), mus=tuple(0.5 * k for k in range(10)), cutoff=6.0, skip_exponent=math.inf
+    )
+    cell = torch.tensor(
+        [[3.0, 0.2, 0.1], [0.5, 3.5, 0.3], [0.2, -0.4, 4.0]],
+        dtype=torch.float64,
+        device="cuda",
+        requires_grad=True,
+    )
     g = torch.Generator().manual_seed(0)
     pos = (torch.rand(3, 3, generator=g, dtype=torch.float64).cuda() @ cell.detach()).requires_grad_()
     num = torch.tensor([8, 22, 1], device="cuda")
-    assert torch.autograd.gradcheck(lambda x, h: srd.ead(x, num, h, params=p), (pos, cell), eps=1e-6, atol=1e-5,
-                                    rtol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda x, h: srd.ead(x, num, h, params=p), (pos, cell), eps=1e-6, atol=1e-5, rtol=1e-6
+    )

@@ -25,8 +25,14 @@ def _tensors(structure, dtype=torch.float64):
 
 def _oracle(pos, num, cell, params=PARAMS):
     return ead_oracle(
-        pos.double().numpy(), num.numpy(), cell.double().numpy(), params.etas, params.mus, params.cutoff,
-        params.lmax, params.l1 == "cumulative",
+        pos.double().numpy(),
+        num.numpy(),
+        cell.double().numpy(),
+        params.etas,
+        params.mus,
+        params.cutoff,
+        params.lmax,
+        params.l1 == "cumulative",
     )
 
 
@@ -35,7 +41,9 @@ def _assert_close(got, ref, rtol, floor):
     got = np.asarray(got, dtype=np.float64)
     err = np.abs(got - ref) / (np.abs(ref) + floor)
     i = np.unravel_index(int(err.argmax()), err.shape)
-    assert err.max() <= rtol, f"worst relative error {err.max():.3g} at {i}: got {got[i]!r}, oracle {ref[i]!r}"
+    assert err.max() <= rtol, (
+        f"worst relative error {err.max():.3g} at {i}: got {got[i]!r}, oracle {ref[i]!r}"
+    )
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "carbon_24", "mp_20"])
@@ -117,7 +125,9 @@ def test_min_distance_matches_oracle():
     b = Batch.from_structures(crystals)
     got = srd.min_distance(b.positions, b.cells, b.ptr)
     for k, s in enumerate(crystals):
-        assert math.isclose(float(got[k]), min_distance_oracle(s.cart_coords, s.lattice.matrix), rel_tol=1e-12)
+        assert math.isclose(
+            float(got[k]), min_distance_oracle(s.cart_coords, s.lattice.matrix), rel_tol=1e-12
+        )
     for name, cell, frac, _ in adversarial_cells():
         cell = torch.tensor(cell)
         pos = torch.tensor(frac) @ cell
@@ -139,7 +149,9 @@ def test_min_distance_one_atom_cells_never_miss():
     """Random one-atom cells: the self-image along the shortest vector is always found (a radius equal
     to that length used to lose it to rounding)."""
     g = torch.Generator().manual_seed(3)
-    cells = torch.randn(2000, 3, 3, generator=g, dtype=torch.float64) * 2 + 3 * torch.eye(3, dtype=torch.float64)
+    cells = torch.randn(2000, 3, 3, generator=g, dtype=torch.float64) * 2 + 3 * torch.eye(
+        3, dtype=torch.float64
+    )
     pos = torch.rand(2000, 3, generator=g, dtype=torch.float64)
     ptr = torch.arange(2001)
     index, _ = srd.nearest_pairs(pos, cells, ptr)
@@ -148,4 +160,6 @@ def test_min_distance_one_atom_cells_never_miss():
     from oracle import min_distance_oracle
 
     for k in range(0, 2000, 97):
-        assert math.isclose(float(d[k]), min_distance_oracle(pos[k : k + 1].numpy(), cells[k].numpy()), rel_tol=1e-12)
+        assert math.isclose(
+            float(d[k]), min_distance_oracle(pos[k : k + 1].numpy(), cells[k].numpy()), rel_tol=1e-12
+        )

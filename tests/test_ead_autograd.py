@@ -13,7 +13,9 @@ from srd.representation import pooled_ead
 from srd.structures import Batch
 
 # A small grid so that finite differences stay cheap; dense so that the function is smooth.
-SMALL = srd.EADParams(etas=(1.0, 20.0), mus=tuple(0.5 * k for k in range(10)), cutoff=6.0, skip_exponent=math.inf)
+SMALL = srd.EADParams(
+    etas=(1.0, 20.0), mus=tuple(0.5 * k for k in range(10)), cutoff=6.0, skip_exponent=math.inf
+)
 
 
 def _random_crystal(n=3, seed=0):
@@ -30,7 +32,9 @@ def test_gradcheck_positions_and_cell(l1):
     params = srd.EADParams(SMALL.etas, SMALL.mus, SMALL.cutoff, 1, l1, math.inf)
     pos.requires_grad_()
     cell.requires_grad_()
-    assert torch.autograd.gradcheck(lambda p, c: srd.ead(p, num, c, params=params), (pos, cell), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda p, c: srd.ead(p, num, c, params=params), (pos, cell), eps=1e-6, atol=1e-5
+    )
 
 
 def test_gradcheck_default_grid_skipping():
@@ -50,7 +54,9 @@ def _perturbed_batch(dataset, n, dtype=torch.float64):
     max/min of a feature, and which of them gets the gradient would be decided by rounding."""
     b = Batch.from_structures(real_crystals(dataset, n), dtype=dtype)
     g = torch.Generator().manual_seed(5)
-    b.positions = b.positions + 0.05 * torch.randn(b.positions.shape, generator=g, dtype=torch.float64).to(dtype)
+    b.positions = b.positions + 0.05 * torch.randn(b.positions.shape, generator=g, dtype=torch.float64).to(
+        dtype
+    )
     return b
 
 
@@ -64,7 +70,9 @@ def test_gradients_match_reference_random_and_pooled(dataset):
             cells = b.cells.clone().requires_grad_()
             f = srd.ead_batch(pos, b.numbers, cells, b.ptr, backend=backend)
             if upstream == "random":
-                loss = (f * torch.randn(f.shape, generator=torch.Generator().manual_seed(1), dtype=f.dtype)).sum()
+                loss = (
+                    f * torch.randn(f.shape, generator=torch.Generator().manual_seed(1), dtype=f.dtype)
+                ).sum()
             else:  # what reconstruction does: max/min pooling leaves most channels without gradient
                 loss = pooled_ead(f, b.ptr).sum()
             grads.append(torch.autograd.grad(loss, (pos, cells)))
@@ -87,15 +95,37 @@ def test_float32_gradients_close_to_float64():
 def test_opcheck():
     pos, num, cell = _random_crystal(3)
     ptr = torch.tensor([0, 3])
-    args = (pos.requires_grad_(), num, cell[None].clone().requires_grad_(), ptr, list(SMALL.etas), list(SMALL.mus),
-            SMALL.cutoff, 1, True, SMALL.skip_exponent)
+    args = (
+        pos.requires_grad_(),
+        num,
+        cell[None].clone().requires_grad_(),
+        ptr,
+        list(SMALL.etas),
+        list(SMALL.mus),
+        SMALL.cutoff,
+        1,
+        True,
+        SMALL.skip_exponent,
+    )
     torch.library.opcheck(torch.ops.srd.ead_forward.default, args)
     f, rho = torch.ops.srd.ead_forward(*args)
     grad = torch.randn_like(f)
     torch.library.opcheck(
         torch.ops.srd.ead_backward.default,
-        (grad, pos.detach(), num, cell[None], ptr, rho.detach(), list(SMALL.etas), list(SMALL.mus), SMALL.cutoff, 1, True,
-         SMALL.skip_exponent),
+        (
+            grad,
+            pos.detach(),
+            num,
+            cell[None],
+            ptr,
+            rho.detach(),
+            list(SMALL.etas),
+            list(SMALL.mus),
+            SMALL.cutoff,
+            1,
+            True,
+            SMALL.skip_exponent,
+        ),
     )
     torch.library.opcheck(torch.ops.srd.nearest_pairs.default, (pos.detach(), cell[None], ptr))
 

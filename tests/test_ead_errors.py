@@ -22,11 +22,15 @@ def test_shapes_and_dtypes():
         srd.ead(POS, NUM, CELL[:, :2])
     with pytest.raises(ValueError, match=r"positions must be float32 or float64, got torch.int64"):
         srd.ead(POS.long(), NUM, CELL)
-    with pytest.raises(ValueError, match=r"cells must have the dtype of positions \(torch.float64\), got torch.float32"):
+    with pytest.raises(
+        ValueError, match=r"cells must have the dtype of positions \(torch.float64\), got torch.float32"
+    ):
         srd.ead_batch(POS, NUM, CELL[None].float(), PTR)
     with pytest.raises(ValueError, match=r"numbers must have shape \[N\] = \[2\], got \[3\]"):
         srd.ead(POS, torch.tensor([1, 2, 3]), CELL)
-    with pytest.raises(ValueError, match=r"numbers must be an integer tensor \(atomic numbers\), got torch.float32"):
+    with pytest.raises(
+        ValueError, match=r"numbers must be an integer tensor \(atomic numbers\), got torch.float32"
+    ):
         srd.ead(POS, NUM.float(), CELL)
     with pytest.raises(ValueError, match=r"ptr must have shape \[B \+ 1\] = \[2\], got \[3\]"):
         srd.ead_batch(POS, NUM, CELL[None], torch.tensor([0, 1, 2]))
@@ -61,7 +65,9 @@ def test_values():
 def test_params_and_backend():
     with pytest.raises(ValueError, match=r"EADParams.cutoff must be a finite number > 0 \(Angstrom\), got 0"):
         srd.EADParams(cutoff=0)
-    with pytest.raises(ValueError, match=r"EADParams.cutoff must be a finite number > 0 \(Angstrom\), got -3"):
+    with pytest.raises(
+        ValueError, match=r"EADParams.cutoff must be a finite number > 0 \(Angstrom\), got -3"
+    ):
         srd.EADParams(cutoff=-3)
     with pytest.raises(ValueError, match=r"EADParams.l1 must be 'cumulative' or 'separate'"):
         srd.EADParams(l1="both")
@@ -94,5 +100,9 @@ def test_cuda_tensor_without_cuda_kernels(monkeypatch):
     pos = torch.empty((2, 3), dtype=torch.float64, device="meta")
     monkeypatch.setattr(torch.Tensor, "device", property(lambda self: torch.device("cuda")))
     with pytest.raises(ValueError, match=r"got CUDA tensors but this build of srd has no CUDA kernels"):
-        ops.validate_batch(pos, None, torch.empty((1, 3, 3), dtype=torch.float64, device="meta"),
-                           torch.empty(2, dtype=torch.int64, device="meta"))
+        ops.validate_batch(
+            pos,
+            None,
+            torch.empty((1, 3, 3), dtype=torch.float64, device="meta"),
+            torch.empty(2, dtype=torch.int64, device="meta"),
+        )

@@ -60,8 +60,16 @@ def test_supercell_and_lattice_basis():
     spos, snum, scell = _t(sc)
     got = srd.ead(spos, snum, scell)
     # Each supercell atom has the features of the original atom it copies.
-    orig = [int(np.argmin(np.linalg.norm(
-        ((s.lattice.get_fractional_coords(p) - s.frac_coords + 0.5) % 1.0) - 0.5, axis=1))) for p in sc.cart_coords]
+    orig = [
+        int(
+            np.argmin(
+                np.linalg.norm(
+                    ((s.lattice.get_fractional_coords(p) - s.frac_coords + 0.5) % 1.0) - 0.5, axis=1
+                )
+            )
+        )
+        for p in sc.cart_coords
+    ]
     _close(got, ref[orig])
     # A different (unimodular) basis of the same lattice gives the same crystal.
     m = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 2, 1]], dtype=torch.float64)

@@ -82,14 +82,17 @@ def test_bad_input():
     _, targets = _targets("perov_5", 1, 5)
     with pytest.raises(ValueError, match=r"1 targets but 2 keys"):
         reconstruct(targets, ["a", "b"])
-    bad = type(targets[0])(targets[0].n_atoms, targets[0].numbers, targets[0].lengths, targets[0].angles,
-                           targets[0].target[:10])
+    bad = type(targets[0])(
+        targets[0].n_atoms, targets[0].numbers, targets[0].lengths, targets[0].angles, targets[0].target[:10]
+    )
     with pytest.raises(ValueError, match=r"target 0 \(a\) has \(10,\) values, expected \(601\)|expected 601"):
         reconstruct([bad], ["a"])
     with pytest.raises(ValueError, match=r"ReconstructConfig.trials must be >= 1, got 0"):
         ReconstructConfig(trials=0)
     with pytest.raises(ValueError, match=r"initial positions 0 have shape \(2, 3\), expected \(5, 3\)"):
-        reconstruct(targets, ["a"], config=ReconstructConfig(trials=1, hops=1, steps=1), initial=[np.zeros((2, 3))])
+        reconstruct(
+            targets, ["a"], config=ReconstructConfig(trials=1, hops=1, steps=1), initial=[np.zeros((2, 3))]
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,21 +149,38 @@ def test_cli_resume_gives_the_same_files(tmp_path, monkeypatch):
     monkeypatch.setattr(job, "reconstruct", real)
     assert main([*args[:1], "-o", str(out), *args[1:]]) == 0
     for a, b in zip(_rows(ref), _rows(out)):
-        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
     for f in (ref / "cifs").glob("*.cif"):
         assert f.read_text() == (out / "cifs" / f.name).read_text()
     # A different configuration is refused instead of mixing results.
     with pytest.raises(ValueError, match=r"holds a run with a different configuration"):
-        main([str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "4", "--trials", "3", "--quiet"])
+        main(
+            [
+                str(DATA / "perov_5" / "test.csv.gz"),
+                "-o",
+                str(out),
+                "--limit",
+                "4",
+                "--trials",
+                "3",
+                "--quiet",
+            ]
+        )
 
 
 def test_cli_representations_input_with_rejections(tmp_path):
     from srd.representation import Features, featurize
 
-    feats = featurize(DATA / "perov_5" / "test.csv.gz", limit=3, use_cache=False, show_progress=False, workers=1)
+    feats = featurize(
+        DATA / "perov_5" / "test.csv.gz", limit=3, use_cache=False, show_progress=False, workers=1
+    )
     R = feats.R.clone()
     R[1, feats.layout.composition] = -1.0  # no element: rejected at decoding
-    Features(R, ["g0", "g1", "g2"], feats.stats, feats.n_max, feats.params, feats.dataset).save(tmp_path / "r.pt")
+    Features(R, ["g0", "g1", "g2"], feats.stats, feats.n_max, feats.params, feats.dataset).save(
+        tmp_path / "r.pt"
+    )
     out = tmp_path / "out"
     assert main([str(tmp_path / "r.pt"), "-o", str(out), *FAST]) == 0
     rows = {r["id"]: r for r in _rows(out)}
@@ -171,8 +191,23 @@ def test_cli_representations_input_with_rejections(tmp_path):
 def test_cli_torchrun_two_ranks(tmp_path):
     out = tmp_path / "dist"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "srd.cli.reconstruct", str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "4", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "srd.cli.reconstruct",
+        str(DATA / "perov_5" / "test.csv.gz"),
+        "-o",
+        str(out),
+        "--limit",
+        "4",
+        *FAST,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (out / "parts").glob("*.csv")) == ["rank0.csv", "rank1.csv"]

@@ -36,7 +36,11 @@ def test_layout_is_the_papers_704():
     assert LAYOUT.dim == 704
     blocks = LAYOUT.blocks()
     assert blocks["ead_max"] == (0, 300) and blocks["ead_min"] == (300, 600) and blocks["dmin"] == (600, 601)
-    assert blocks["lattice"] == (601, 607) and blocks["composition"] == (607, 703) and blocks["size"] == (703, 704)
+    assert (
+        blocks["lattice"] == (601, 607)
+        and blocks["composition"] == (607, 703)
+        and blocks["size"] == (703, 704)
+    )
 
 
 @pytest.mark.parametrize("dataset,n_max", [("perov_5", 5), ("carbon_24", 24), ("mp_20", 20)])
@@ -46,8 +50,12 @@ def test_invariance_rotation_translation_permutation(dataset, n_max):
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     q *= np.sign(np.linalg.det(q))
-    moved = Structure(Lattice(s.lattice.matrix @ q.T), s.species, s.cart_coords @ q.T + rng.normal(size=3),
-                      coords_are_cartesian=True)
+    moved = Structure(
+        Lattice(s.lattice.matrix @ q.T),
+        s.species,
+        s.cart_coords @ q.T + rng.normal(size=3),
+        coords_are_cartesian=True,
+    )
     perm = rng.permutation(len(s))
     moved = Structure(moved.lattice, [moved.species[k] for k in perm], moved.frac_coords[perm])
     got = _encode([moved], n_max)
@@ -59,8 +67,11 @@ def test_encode_blocks_are_what_they_say():
     s = real_crystals("mp_20", 1)[0]
     prepared = prepare_structure(s, n_max=20)
     r = _encode([s], 20)[0]
-    assert math.isclose(float(r[LAYOUT.dmin]), min(prepared.distance_matrix[np.triu_indices(len(s), 1)].min(),
-                                                   min(prepared.lattice.abc)), rel_tol=1e-9)
+    assert math.isclose(
+        float(r[LAYOUT.dmin]),
+        min(prepared.distance_matrix[np.triu_indices(len(s), 1)].min(), min(prepared.lattice.abc)),
+        rel_tol=1e-9,
+    )
     lat = r[LAYOUT.lattice].numpy()
     np.testing.assert_allclose(lat[:3], prepared.lattice.abc, rtol=1e-12)
     np.testing.assert_allclose(np.degrees(lat[3:]), prepared.lattice.angles, rtol=1e-12)
@@ -84,8 +95,12 @@ def test_decode_encode_recovers_every_crystal_of_every_split(path: Path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        records = _read_and_prepare(path, n_max=n_max, niggli=True, limit=None, workers=2, show_progress=False)
-    assert all(r.structure is not None for r in records), [r.error for r in records if r.structure is None][:3]
+        records = _read_and_prepare(
+            path, n_max=n_max, niggli=True, limit=None, workers=2, show_progress=False
+        )
+    assert all(r.structure is not None for r in records), [r.error for r in records if r.structure is None][
+        :3
+    ]
     prepared = [r.structure for r in records]
     raw = encode_structures(prepared, n_max=n_max, with_ead=False)
     stats = ScalingStats.fit(raw, LAYOUT)

@@ -37,11 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=3000, help="training steps of the small model")
     p.add_argument("--n-samples", type=int, default=32, help="crystals to generate")
     p.add_argument("--sampling-steps", type=int, default=200, help="diffusion sampler steps (of T = 2000)")
-    p.add_argument("--recon", default="fast", choices=["fast", "paper"],
-                   help="reconstruction budget: 'paper' = 6 trials x 7 hops x 300 steps; 'fast' = srd's default "
-                   "(early stopping + swap hops; see README, Table 1)")
-    p.add_argument("--reference-limit", type=int, default=None,
-                   help="evaluate against only the first N test crystals (for quick checks)")
+    p.add_argument(
+        "--recon",
+        default="fast",
+        choices=["fast", "paper"],
+        help="reconstruction budget: 'paper' = 6 trials x 7 hops x 300 steps; 'fast' = srd's default "
+        "(early stopping + swap hops; see README, Table 1)",
+    )
+    p.add_argument(
+        "--reference-limit",
+        type=int,
+        default=None,
+        help="evaluate against only the first N test crystals (for quick checks)",
+    )
     p.add_argument("--tiny", action="store_true", help="minimal sizes everywhere (what the CI test runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step")
     return p
@@ -49,8 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 RECON_BUDGETS = {
     "paper": ["--trials", "6", "--hops", "7", "--steps", "300"],
-    "fast": ["--trials", "3", "--hops", "8", "--steps", "100", "--tol", "1e-4", "--swap-prob", "0.5",
-             "--polish-steps", "50"],
+    "fast": [
+        "--trials",
+        "3",
+        "--hops",
+        "8",
+        "--steps",
+        "100",
+        "--tol",
+        "1e-4",
+        "--swap-prob",
+        "0.5",
+        "--polish-steps",
+        "50",
+    ],
     "tiny": ["--trials", "1", "--hops", "1", "--steps", "5"],
 }
 
@@ -89,23 +109,89 @@ def main(argv=None) -> int:
     log: list[dict] = []
     t_start = time.perf_counter()
 
-    _run("1/4 reconstruct Perov-5 test crystals from their representations (Table 1 protocol)", reconstruct.main,
-         [str(test), "-o", str(out / "recon"), "--limit", str(args.n_recon), "--seed", str(args.seed), *budget, *quiet],
-         log)
-    train_argv = ["--data", str(val), "--out", str(out / "run"), "--config", str(ROOT / "configs" / "small.toml"),
-                  "--max-steps", str(args.train_steps), "--seed", str(args.seed), "--device", "cpu", "--resume",
-                  *(["--no-progress"] if args.tiny else [])]
-    if _trained_steps(out / "run") >= args.train_steps:  # finished before: keep the checkpoint (and the samples)
-        log.append({"step": "2/4 train (already done)", "command": "srd-train " + " ".join(train_argv), "seconds": 0})
+    _run(
+        "1/4 reconstruct Perov-5 test crystals from their representations (Table 1 protocol)",
+        reconstruct.main,
+        [
+            str(test),
+            "-o",
+            str(out / "recon"),
+            "--limit",
+            str(args.n_recon),
+            "--seed",
+            str(args.seed),
+            *budget,
+            *quiet,
+        ],
+        log,
+    )
+    train_argv = [
+        "--data",
+        str(val),
+        "--out",
+        str(out / "run"),
+        "--config",
+        str(ROOT / "configs" / "small.toml"),
+        "--max-steps",
+        str(args.train_steps),
+        "--seed",
+        str(args.seed),
+        "--device",
+        "cpu",
+        "--resume",
+        *(["--no-progress"] if args.tiny else []),
+    ]
+    if (
+        _trained_steps(out / "run") >= args.train_steps
+    ):  # finished before: keep the checkpoint (and the samples)
+        log.append(
+            {"step": "2/4 train (already done)", "command": "srd-train " + " ".join(train_argv), "seconds": 0}
+        )
     else:
-        _run("2/4 train a small denoiser on the training split (Perov-5 val; the train split is missing)",
-             train.main, train_argv, log)
-    _run("3/4 generate crystals: sample R, decode, reconstruct", sample.main,
-         [str(out / "run"), "-n", str(args.n_samples), "-o", str(out / "samples"), "--sampling-steps",
-          str(args.sampling_steps), "--seed", str(args.seed), "--device", "cpu", *budget, *quiet], log)
-    _run("4/4 evaluate the generated crystals against the test split (CDVAE's protocol)", evaluate.main,
-         ["gen", str(out / "samples"), "--reference", str(reference), "--dataset", "perov_5", "-o",
-          str(out / "eval"), "--n-samples", str(args.n_samples), *(["--quiet"] if args.tiny else [])], log)
+        _run(
+            "2/4 train a small denoiser on the training split (Perov-5 val; the train split is missing)",
+            train.main,
+            train_argv,
+            log,
+        )
+    _run(
+        "3/4 generate crystals: sample R, decode, reconstruct",
+        sample.main,
+        [
+            str(out / "run"),
+            "-n",
+            str(args.n_samples),
+            "-o",
+            str(out / "samples"),
+            "--sampling-steps",
+            str(args.sampling_steps),
+            "--seed",
+            str(args.seed),
+            "--device",
+            "cpu",
+            *budget,
+            *quiet,
+        ],
+        log,
+    )
+    _run(
+        "4/4 evaluate the generated crystals against the test split (CDVAE's protocol)",
+        evaluate.main,
+        [
+            "gen",
+            str(out / "samples"),
+            "--reference",
+            str(reference),
+            "--dataset",
+            "perov_5",
+            "-o",
+            str(out / "eval"),
+            "--n-samples",
+            str(args.n_samples),
+            *(["--quiet"] if args.tiny else []),
+        ],
+        log,
+    )
 
     total = time.perf_counter() - t_start
     report = write_report(out, log, total, args)

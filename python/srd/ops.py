@@ -58,7 +58,9 @@ def validate_batch(
     if cells.dim() != 3 or cells.shape[1:] != (3, 3):
         raise ValueError(f"{op}: cells must have shape [B, 3, 3], got {list(cells.shape)}")
     if cells.dtype != positions.dtype:
-        raise ValueError(f"{op}: cells must have the dtype of positions ({positions.dtype}), got {cells.dtype}")
+        raise ValueError(
+            f"{op}: cells must have the dtype of positions ({positions.dtype}), got {cells.dtype}"
+        )
     if ptr.dim() != 1 or ptr.shape[0] != cells.shape[0] + 1:
         raise ValueError(f"{op}: ptr must have shape [B + 1] = [{cells.shape[0] + 1}], got {list(ptr.shape)}")
     if ptr.dtype != torch.int64:
@@ -87,11 +89,15 @@ def validate_batch(
     if cells.shape[0] == 0 or n == 0:
         raise ValueError(f"{op}: the batch is empty (got {n} atoms in {cells.shape[0]} crystals)")
     if int(ptr[0]) != 0 or int(ptr[-1]) != n:
-        raise ValueError(f"{op}: ptr must start at 0 and end at N = {n}, got ptr[0] = {int(ptr[0])}, ptr[-1] = {int(ptr[-1])}")
+        raise ValueError(
+            f"{op}: ptr must start at 0 and end at N = {n}, got ptr[0] = {int(ptr[0])}, ptr[-1] = {int(ptr[-1])}"
+        )
     counts = ptr[1:] - ptr[:-1]
     if bool((counts <= 0).any()):
         b = _first_bad_row(counts <= 0)
-        raise ValueError(f"{op}: crystal {b} is empty (ptr[{b}] = ptr[{b + 1}] = {int(ptr[b])}); every crystal needs at least one atom")
+        raise ValueError(
+            f"{op}: crystal {b} is empty (ptr[{b}] = ptr[{b + 1}] = {int(ptr[b])}); every crystal needs at least one atom"
+        )
     bad = ~torch.isfinite(positions)
     if bool(bad.any()):
         i = _first_bad_row(bad)
@@ -242,7 +248,11 @@ def min_distance(
     Self-images count (a one-atom cell gives its shortest lattice vector).
     """
     index, shifts = nearest_pairs(positions, cells, ptr, check=check)
-    d = positions[index[:, 1]] - positions[index[:, 0]] + torch.einsum("bk,bkl->bl", shifts.to(cells.dtype), cells)
+    d = (
+        positions[index[:, 1]]
+        - positions[index[:, 0]]
+        + torch.einsum("bk,bkl->bl", shifts.to(cells.dtype), cells)
+    )
     return d.norm(dim=1)
 
 
@@ -259,7 +269,9 @@ def _ead_forward_fake(positions, numbers, cells, ptr, etas, mus, cutoff, lmax, c
 
 
 @torch.library.register_fake("srd::ead_backward")
-def _ead_backward_fake(grad_features, positions, numbers, cells, ptr, rho, etas, mus, cutoff, lmax, cumulative, skip_exponent):
+def _ead_backward_fake(
+    grad_features, positions, numbers, cells, ptr, rho, etas, mus, cutoff, lmax, cumulative, skip_exponent
+):
     return torch.empty_like(positions), torch.empty_like(cells)
 
 
@@ -297,5 +309,3 @@ def _ead_backward(ctx, grad_features, grad_rho):
 
 
 torch.library.register_autograd("srd::ead_forward", _ead_backward, setup_context=_ead_setup_context)
-
-

@@ -40,7 +40,9 @@ class EADParams:
         object.__setattr__(self, "etas", tuple(float(e) for e in self.etas))
         object.__setattr__(self, "mus", tuple(float(m) for m in self.mus))
         if not self.etas or any(not math.isfinite(e) or e <= 0 for e in self.etas):
-            raise ValueError(f"EADParams.etas must be a non-empty list of finite numbers > 0, got {self.etas}")
+            raise ValueError(
+                f"EADParams.etas must be a non-empty list of finite numbers > 0, got {self.etas}"
+            )
         if not self.mus or any(not math.isfinite(m) for m in self.mus):
             raise ValueError(f"EADParams.mus must be a non-empty list of finite numbers, got {self.mus}")
         if any(b <= a for a, b in zip(self.mus, self.mus[1:])):

@@ -36,8 +36,20 @@ from .utils import atomic_write_text, progress, read_json, run_metadata, write_j
 
 __all__ = ["ReconItem", "run_job", "summary_line", "FIELDS"]
 
-FIELDS = ["id", "status", "formula", "n_atoms", "loss", "trial", "evaluations", "seconds", "matched", "rms",
-          "valid_cdvae", "reason"]
+FIELDS = [
+    "id",
+    "status",
+    "formula",
+    "n_atoms",
+    "loss",
+    "trial",
+    "evaluations",
+    "seconds",
+    "matched",
+    "rms",
+    "valid_cdvae",
+    "reason",
+]
 
 
 @dataclass
@@ -127,8 +139,15 @@ def run_job(
     if len(set(ids)) != len(ids):
         dup = [k for k, v in Counter(ids).items() if v > 1][:3]
         raise ValueError(f"crystal ids must be unique (they name the CIF files); repeated: {dup}")
-    resolved = {"algorithm": config.to_dict(), "params": params.to_dict(), "input": input_desc,
-                "batch_size": batch_size, "device": str(device), "world_size": world, **run_metadata()}
+    resolved = {
+        "algorithm": config.to_dict(),
+        "params": params.to_dict(),
+        "input": input_desc,
+        "batch_size": batch_size,
+        "device": str(device),
+        "world_size": world,
+        **run_metadata(),
+    }
     _check_config(out, resolved, rank, world)
 
     done: set[str] = {r["id"] for r in _read_rows(out / "results.csv")}
@@ -136,38 +155,62 @@ def run_job(
         done |= {r["id"] for r in _read_rows(part)}
     my_part = out / "parts" / f"rank{rank}.csv"
     my_rows = _read_rows(my_part)
-    todo = [it for k, it in enumerate(items) if k % world == rank and it.id not in done and it.target is not None]
+    todo = [
+        it for k, it in enumerate(items) if k % world == rank and it.id not in done and it.target is not None
+    ]
     # Similar sizes in a batch keep the replica batches regular; results do not depend on batching.
     todo.sort(key=lambda it: (it.target.n_atoms, ids.index(it.id)))
     if rank == 0 and show_progress:
         n_skip = sum(it.id in done for it in items)
-        print(f"srd-reconstruct: {len(items)} crystals, {n_skip} already finished, {len(todo)} to do on this rank "
-              f"({world} rank{'s' if world > 1 else ''}); {config.evaluations_per_crystal} descriptor evaluations "
-              f"per crystal at most", flush=True)
+        print(
+            f"srd-reconstruct: {len(items)} crystals, {n_skip} already finished, {len(todo)} to do on this rank "
+            f"({world} rank{'s' if world > 1 else ''}); {config.evaluations_per_crystal} descriptor evaluations "
+            f"per crystal at most",
+            flush=True,
+        )
 
     from .metrics.recon import match_one
     from .metrics.validity import composition_validity, structure_validity
 
     steps_per_batch = config.hops * config.steps + config.polish_steps
     n_batches = math.ceil(len(todo) / batch_size) if todo else 0
-    bar = progress(total=n_batches * steps_per_batch, desc=f"reconstruct (rank {rank})", unit="step",
-                   disable=not show_progress)
+    bar = progress(
+        total=n_batches * steps_per_batch,
+        desc=f"reconstruct (rank {rank})",
+        unit="step",
+        disable=not show_progress,
+    )
     t_start = time.perf_counter()
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        results = reconstruct([it.target for it in batch], [it.id for it in batch], config=config, params=params,
-                              device=device, progress=bar.update)
+        results = reconstruct(
+            [it.target for it in batch],
+            [it.id for it in batch],
+            config=config,
+            params=params,
+            device=device,
+            progress=bar.update,
+        )
         for it, res in zip(batch, results):
             write_cif(out / "cifs" / f"{_safe_name(it.id)}.cif", res.structure)
             rms = match_one(res.structure, it.truth) if it.truth is not None else None
             valid = composition_validity(res.structure) and structure_validity(res.structure)
-            my_rows.append({
-                "id": it.id, "status": "ok", "formula": res.structure.composition.reduced_formula,
-                "n_atoms": len(res.structure), "loss": f"{res.loss:.6g}", "trial": res.trial,
-                "evaluations": res.evaluations, "seconds": f"{res.seconds:.4g}",
-                "matched": "" if it.truth is None else int(rms is not None),
-                "rms": "" if rms is None else f"{rms:.6g}", "valid_cdvae": int(bool(valid)), "reason": "",
-            })
+            my_rows.append(
+                {
+                    "id": it.id,
+                    "status": "ok",
+                    "formula": res.structure.composition.reduced_formula,
+                    "n_atoms": len(res.structure),
+                    "loss": f"{res.loss:.6g}",
+                    "trial": res.trial,
+                    "evaluations": res.evaluations,
+                    "seconds": f"{res.seconds:.4g}",
+                    "matched": "" if it.truth is None else int(rms is not None),
+                    "rms": "" if rms is None else f"{rms:.6g}",
+                    "valid_cdvae": int(bool(valid)),
+                    "reason": "",
+                }
+            )
         _write_rows(my_part, my_rows)
         bar.set_postfix(crystals=f"{min(start + batch_size, len(todo))}/{len(todo)}")
     bar.close()
@@ -178,7 +221,9 @@ def run_job(
     return _merge(out, items, resolved, elapsed, gen_mode, extra_summary or {})
 
 
-def _merge(out: Path, items: Sequence[ReconItem], resolved: dict, elapsed: float, gen_mode: bool, extra: dict) -> dict:
+def _merge(
+    out: Path, items: Sequence[ReconItem], resolved: dict, elapsed: float, gen_mode: bool, extra: dict
+) -> dict:
     rows = {r["id"]: r for r in _read_rows(out / "results.csv")}
     for part in sorted((out / "parts").glob("rank*.csv")):
         rows.update({r["id"]: r for r in _read_rows(part)})
@@ -191,8 +236,14 @@ def _merge(out: Path, items: Sequence[ReconItem], resolved: dict, elapsed: float
             structures.append(recs[0].structure if recs and recs[0].structure is not None else None)
         else:
             reason = it.reason or "not reconstructed"
-            ordered.append({"id": it.id, "status": "rejected" if it.target is None else "missing", "reason": reason,
-                            "matched": "" if it.truth is None else 0})
+            ordered.append(
+                {
+                    "id": it.id,
+                    "status": "rejected" if it.target is None else "missing",
+                    "reason": reason,
+                    "matched": "" if it.truth is None else 0,
+                }
+            )
             structures.append(None)
     _write_rows(out / "results.csv", ordered)
     save_cdvae_pt(out / ("eval_gen.pt" if gen_mode else "eval_recon.pt"), structures)
@@ -226,12 +277,12 @@ def _merge(out: Path, items: Sequence[ReconItem], resolved: dict, elapsed: float
             "match_rate": 100.0 * len(matched) / len(with_truth),
             "rmse": sum(rms) / len(rms) if rms else None,
             "protocol": "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) against the Niggli-reduced ground "
-                        "truth; match rate over all input crystals (unreadable or failed ones count as misses); "
-                        "RMSE = mean get_rms_dist()[0] over matched crystals (SPEC section 5, the paper's Table 1)",
+            "truth; match rate over all input crystals (unreadable or failed ones count as misses); "
+            "RMSE = mean get_rms_dist()[0] over matched crystals (SPEC section 5, the paper's Table 1)",
             "match_rate_cdvae_strict": 100.0 * len(strict) / len(with_truth),
             "rmse_cdvae_strict": sum(strict_rms) / len(strict_rms) if strict_rms else None,
             "cdvae_strict_note": "CDVAE's RecEval also requires the prediction to be valid (SMACT composition and "
-                                 "distances >= 0.5 A); ground truths with a SMACT-invalid composition can never count",
+            "distances >= 0.5 A); ground truths with a SMACT-invalid composition can never count",
         }
     summary.update(extra)
     write_json(out / "summary.json", summary)
@@ -246,10 +297,11 @@ def summary_line(summary: dict) -> str:
     rec = summary.get("reconstruction")
     if rec:
         rmse = "n/a" if rec["rmse"] is None else f"{rec['rmse']:.4f}"
-        line += (f"; match rate {rec['match_rate']:.2f} % (RMSE {rmse}) over {rec['n']} crystals"
-                 f" [CDVAE strict: {rec['match_rate_cdvae_strict']:.2f} %]")
+        line += (
+            f"; match rate {rec['match_rate']:.2f} % (RMSE {rmse}) over {rec['n']} crystals"
+            f" [CDVAE strict: {rec['match_rate_cdvae_strict']:.2f} %]"
+        )
     t = summary["timing"]
     if t["seconds_per_crystal_mean"] is not None:
         line += f"; {t['seconds_per_crystal_mean']:.3g} s and {t['evaluations_per_crystal_mean']:.0f} evaluations per crystal"
     return line
-

@@ -115,8 +115,9 @@ class _Replicas:
         self.cells = torch.stack(
             [torch.tensor(d.lattice_matrix(), dtype=dtype) for d in targets for _ in range(trials)]
         ).to(device)
-        self.numbers = torch.tensor([z for d in targets for _ in range(trials) for z in d.numbers], dtype=torch.int64,
-                                    device=device)
+        self.numbers = torch.tensor(
+            [z for d in targets for _ in range(trials) for z in d.numbers], dtype=torch.int64, device=device
+        )
         self.target = torch.stack([d.target.to(dtype) for d in targets for _ in range(trials)]).to(device)
         self.replica_of_atom = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts).to(device)
         self.n_atoms = int(self.ptr[-1])
@@ -126,15 +127,22 @@ def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_rep
     """L1 distance [R] between (pooled EAD / 1e6, d_min) of each replica and its target."""
     if active_atoms is None:
         feats = ead_batch(pos, reps.numbers, reps.cells, reps.ptr, params=params, check=False)
-        pred = torch.cat([pooled_ead(feats, reps.ptr) / EAD_SCALE,
-                          min_distance(pos, reps.cells, reps.ptr, check=False)[:, None]], dim=1)
+        pred = torch.cat(
+            [
+                pooled_ead(feats, reps.ptr) / EAD_SCALE,
+                min_distance(pos, reps.cells, reps.ptr, check=False)[:, None],
+            ],
+            dim=1,
+        )
         return (pred - reps.target).abs().mean(dim=1)
     counts = reps.counts[active_reps.cpu()]
     ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)]).to(pos.device)
     sub = pos[active_atoms]
     cells = reps.cells[active_reps]
     feats = ead_batch(sub, reps.numbers[active_atoms], cells, ptr, params=params, check=False)
-    pred = torch.cat([pooled_ead(feats, ptr) / EAD_SCALE, min_distance(sub, cells, ptr, check=False)[:, None]], dim=1)
+    pred = torch.cat(
+        [pooled_ead(feats, ptr) / EAD_SCALE, min_distance(sub, cells, ptr, check=False)[:, None]], dim=1
+    )
     return (pred - reps.target[active_reps]).abs().mean(dim=1)
 
 
@@ -149,7 +157,9 @@ class _Adam:
         self.b1, self.b2 = betas
         self.eps = eps
 
-    def step(self, pos: torch.Tensor, grad: torch.Tensor, rep_of_atom: torch.Tensor, moving: torch.Tensor) -> None:
+    def step(
+        self, pos: torch.Tensor, grad: torch.Tensor, rep_of_atom: torch.Tensor, moving: torch.Tensor
+    ) -> None:
         """Update the atoms of replicas where ``moving`` is True (others keep position and state)."""
         mv = moving[rep_of_atom][:, None]
         self.t = torch.where(moving, self.t + 1, self.t)
@@ -176,7 +186,9 @@ class _Plateau:
         loss = loss.double()
         better = loss < self.best * (1 - self.threshold)
         self.best = torch.where(moving & better, loss, self.best)
-        self.bad = torch.where(moving, torch.where(better, torch.zeros_like(self.bad), self.bad + 1), self.bad)
+        self.bad = torch.where(
+            moving, torch.where(better, torch.zeros_like(self.bad), self.bad + 1), self.bad
+        )
         reduce = moving & (self.bad > self.patience)
         new_lr = opt.lr * self.factor
         opt.lr = torch.where(reduce & (opt.lr - new_lr > 1e-8), new_lr, opt.lr)
@@ -186,7 +198,9 @@ class _Plateau:
 def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, evals, hook=None):
     """Adam + plateau schedule from ``pos`` for ``steps`` steps on every live replica, tracking the best."""
     opt = _Adam(reps.n_atoms, len(reps.counts), lr, pos.dtype, pos.device)
-    sched = _Plateau(len(reps.counts), cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold, pos.device)
+    sched = _Plateau(
+        len(reps.counts), cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold, pos.device
+    )
     for _ in range(steps):
         if not bool(alive.any()):
             break
@@ -275,21 +289,29 @@ def reconstruct(
     n_target = 2 * params.n_features + 1
     for k, d in enumerate(targets):
         if d.target.shape != (n_target,):
-            raise ValueError(f"reconstruct: target {k} ({keys[k]}) has {tuple(d.target.shape)} values, expected "
-                             f"{n_target} (pooled EAD of the grid in params, then d_min)")
+            raise ValueError(
+                f"reconstruct: target {k} ({keys[k]}) has {tuple(d.target.shape)} values, expected "
+                f"{n_target} (pooled EAD of the grid in params, then d_min)"
+            )
     t0 = time.perf_counter()
     device = torch.device(device)
     dtype = _DTYPES[cfg.dtype]
     reps = _Replicas(targets, cfg.trials, dtype, device)
-    validate_batch(torch.zeros((reps.n_atoms, 3), dtype=dtype, device=device), reps.numbers, reps.cells, reps.ptr,
-                   op="reconstruct")
+    validate_batch(
+        torch.zeros((reps.n_atoms, 3), dtype=dtype, device=device),
+        reps.numbers,
+        reps.cells,
+        reps.ptr,
+        op="reconstruct",
+    )
     n_reps = len(reps.counts)
     gens = [torch.Generator().manual_seed(crystal_seed(cfg.seed, k)) for k in keys]
 
     def per_crystal_uniform(shape_of: Callable[[int], tuple[int, ...]]) -> torch.Tensor:
         # Each crystal draws from its own generator, in the same order whatever the batch.
-        return torch.cat([torch.rand(shape_of(b), generator=gens[b], dtype=torch.float64)
-                          for b in range(reps.n_crystals)]).to(device=device, dtype=dtype)
+        return torch.cat(
+            [torch.rand(shape_of(b), generator=gens[b], dtype=torch.float64) for b in range(reps.n_crystals)]
+        ).to(device=device, dtype=dtype)
 
     # Fresh uniform fractional coordinates for every trial.
     frac = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3))
@@ -302,8 +324,10 @@ def reconstruct(
                 continue
             x = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
             if x.shape != (targets[b].n_atoms, 3):
-                raise ValueError(f"reconstruct: initial positions {b} have shape {tuple(x.shape)}, expected "
-                                 f"({targets[b].n_atoms}, 3)")
+                raise ValueError(
+                    f"reconstruct: initial positions {b} have shape {tuple(x.shape)}, expected "
+                    f"({targets[b].n_atoms}, 3)"
+                )
             s0 = int(reps.ptr[b * cfg.trials])
             pos[s0 : s0 + targets[b].n_atoms] = x
     best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
@@ -326,7 +350,19 @@ def reconstruct(
         pbest_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
         pbest_pos = ppos.clone()
         palive = torch.ones(n_reps, dtype=torch.bool, device=device)
-        _descend(ppos, preps, params, cfg.polish_steps, cfg.polish_lr, cfg, palive, pbest_loss, pbest_pos, evals, progress)
+        _descend(
+            ppos,
+            preps,
+            params,
+            cfg.polish_steps,
+            cfg.polish_lr,
+            cfg,
+            palive,
+            pbest_loss,
+            pbest_pos,
+            evals,
+            progress,
+        )
         best_loss, best_pos = pbest_loss, pbest_pos
 
     seconds = time.perf_counter() - t0
@@ -338,14 +374,20 @@ def reconstruct(
         r = b * cfg.trials + trial
         s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
         lattice = Lattice(d.lattice_matrix())
-        structure = Structure(lattice, d.numbers, best_pos[s:e].detach().double().cpu().numpy(), coords_are_cartesian=True)
-        structure = Structure(lattice, structure.species, np.mod(structure.frac_coords, 1.0))  # wrap into the cell
-        results.append(ReconstructResult(
-            structure=structure,
-            loss=float(bl[b, trial]),
-            trial=trial,
-            trial_losses=[float(x) for x in bl[b]],
-            evaluations=int(evals.view(reps.n_crystals, cfg.trials)[b].sum()),
-            seconds=seconds * d.n_atoms / total_atoms,
-        ))
+        structure = Structure(
+            lattice, d.numbers, best_pos[s:e].detach().double().cpu().numpy(), coords_are_cartesian=True
+        )
+        structure = Structure(
+            lattice, structure.species, np.mod(structure.frac_coords, 1.0)
+        )  # wrap into the cell
+        results.append(
+            ReconstructResult(
+                structure=structure,
+                loss=float(bl[b, trial]),
+                trial=trial,
+                trial_losses=[float(x) for x in bl[b]],
+                evaluations=int(evals.view(reps.n_crystals, cfg.trials)[b].sum()),
+                seconds=seconds * d.n_atoms / total_atoms,
+            )
+        )
     return results

@@ -145,12 +145,16 @@ class ScalingStats:
     @property
     def span(self) -> torch.Tensor:
         span = self.hi - self.lo
-        return torch.where(span > torch.clamp(1e-12 * self.hi.abs(), min=self.MIN_SPAN), span, torch.ones_like(span))
+        return torch.where(
+            span > torch.clamp(1e-12 * self.hi.abs(), min=self.MIN_SPAN), span, torch.ones_like(span)
+        )
 
     @classmethod
     def fit(cls, raw: torch.Tensor, layout: Layout) -> ScalingStats:
         if raw.dim() != 2 or raw.shape[1] != layout.dim or raw.shape[0] == 0:
-            raise ValueError(f"ScalingStats.fit: expected raw R of shape [M > 0, {layout.dim}], got {list(raw.shape)}")
+            raise ValueError(
+                f"ScalingStats.fit: expected raw R of shape [M > 0, {layout.dim}], got {list(raw.shape)}"
+            )
         cont = raw[:, layout.continuous].double()
         return cls(cont.min(dim=0).values, cont.max(dim=0).values, layout)
 
@@ -174,20 +178,27 @@ class ScalingStats:
     @classmethod
     def from_dict(cls, d: dict) -> ScalingStats:
         try:
-            lo, hi = torch.as_tensor(d["lo"], dtype=torch.float64), torch.as_tensor(d["hi"], dtype=torch.float64)
+            lo, hi = (
+                torch.as_tensor(d["lo"], dtype=torch.float64),
+                torch.as_tensor(d["hi"], dtype=torch.float64),
+            )
             layout = Layout(int(d["n_features"]))
         except (KeyError, TypeError) as err:
             raise ValueError(f"malformed scaling statistics (need lo, hi, n_features): {err}") from None
         n = layout.continuous.stop
         if lo.shape != (n,) or hi.shape != (n,):
-            raise ValueError(f"malformed scaling statistics: lo/hi must have {n} values, got {list(lo.shape)}, {list(hi.shape)}")
+            raise ValueError(
+                f"malformed scaling statistics: lo/hi must have {n} values, got {list(lo.shape)}, {list(hi.shape)}"
+            )
         return cls(lo, hi, layout)
 
 
 # ------------------------------------------------------------------------------------------------
 # Encoding
 # ------------------------------------------------------------------------------------------------
-def prepare_structure(structure: Structure, *, n_max: int, niggli: bool = True, where: str = "crystal") -> Structure:
+def prepare_structure(
+    structure: Structure, *, n_max: int, niggli: bool = True, where: str = "crystal"
+) -> Structure:
     """Check that a crystal can be represented and apply CDVAE's canonicalisation (Niggli reduction).
 
     Raises ValueError with the reason when the crystal is out of range (too many atoms, Z > 96).
@@ -197,7 +208,9 @@ def prepare_structure(structure: Structure, *, n_max: int, niggli: bool = True, 
     zmax = max(structure.atomic_numbers)
     if zmax > N_ELEMENTS:
         el = [sp for sp in structure.species if sp.Z == zmax][0]
-        raise ValueError(f"{where}: element {el} (Z = {zmax}) is beyond Z = {N_ELEMENTS}, the composition block of R")
+        raise ValueError(
+            f"{where}: element {el} (Z = {zmax}) is beyond Z = {N_ELEMENTS}, the composition block of R"
+        )
     return canonicalize(structure, niggli=niggli) if niggli else structure
 
 
@@ -209,8 +222,10 @@ def pooled_ead(features: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         return torch.cat([f.max(dim=1).values, f.min(dim=1).values], dim=1)
     lengths = ptr[1:] - ptr[:-1]
     return torch.cat(
-        [torch.segment_reduce(features, "max", lengths=lengths, axis=0),
-         torch.segment_reduce(features, "min", lengths=lengths, axis=0)],
+        [
+            torch.segment_reduce(features, "max", lengths=lengths, axis=0),
+            torch.segment_reduce(features, "min", lengths=lengths, axis=0),
+        ],
         dim=1,
     )
 
@@ -276,7 +291,9 @@ class Decoded:
     def formula(self) -> str:
         from pymatgen.core import Composition, Element
 
-        return Composition({Element.from_Z(z): self.numbers.count(z) for z in set(self.numbers)}).reduced_formula
+        return Composition(
+            {Element.from_Z(z): self.numbers.count(z) for z in set(self.numbers)}
+        ).reduced_formula
 
     def lattice_matrix(self) -> np.ndarray:
         from pymatgen.core import Lattice
@@ -291,16 +308,26 @@ class Rejected:
     reason: str
 
 
-def decoded_from_structures(structures: Sequence[Structure], *, n_max: int, params: EADParams | None = None,
-                            show_progress: bool = False) -> list[Decoded]:
+def decoded_from_structures(
+    structures: Sequence[Structure],
+    *,
+    n_max: int,
+    params: EADParams | None = None,
+    show_progress: bool = False,
+) -> list[Decoded]:
     """Ground-truth reconstruction targets: what :func:`decode` would give for these (prepared) crystals,
     taken exactly from the structures (the Table 1 protocol reconstructs from the true R)."""
     params = params or EADParams()
     layout = Layout(params.n_features)
     raw = encode_structures(structures, n_max=n_max, params=params, show_progress=show_progress)
     return [
-        Decoded(len(s), sorted(s.atomic_numbers), tuple(float(x) for x in s.lattice.abc),
-                tuple(float(x) for x in s.lattice.angles), raw[k, layout.target].clone())
+        Decoded(
+            len(s),
+            sorted(s.atomic_numbers),
+            tuple(float(x) for x in s.lattice.abc),
+            tuple(float(x) for x in s.lattice.angles),
+            raw[k, layout.target].clone(),
+        )
         for k, s in enumerate(structures)
     ]
 
@@ -366,7 +393,13 @@ def decode(scaled: torch.Tensor, stats: ScalingStats, n_max: int) -> list[Decode
             out.append(Rejected(problem))
             continue
         out.append(
-            Decoded(n, numbers, tuple(float(x) for x in lengths), tuple(float(x) for x in angles), row[layout.target].clone())
+            Decoded(
+                n,
+                numbers,
+                tuple(float(x) for x in lengths),
+                tuple(float(x) for x in angles),
+                row[layout.target].clone(),
+            )
         )
     return out
 
@@ -432,7 +465,9 @@ class Features:
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"{where}: malformed srd feature file ({err})") from None
         if f.R.dim() != 2 or f.R.shape[1] != f.layout.dim or f.R.shape[0] != len(f.ids):
-            raise ValueError(f"{where}: R has shape {list(f.R.shape)} but {len(f.ids)} ids and dim {f.layout.dim}")
+            raise ValueError(
+                f"{where}: R has shape {list(f.R.shape)} but {len(f.ids)} ids and dim {f.layout.dim}"
+            )
         return f
 
     @classmethod
@@ -455,7 +490,9 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "srd" / "features"
 
 
-def _cache_key(path: Path, *, n_max: int, params: EADParams, niggli: bool, stats: ScalingStats | None, limit) -> str:
+def _cache_key(
+    path: Path, *, n_max: int, params: EADParams, niggli: bool, stats: ScalingStats | None, limit
+) -> str:
     h = hashlib.sha256()
     if path.is_dir():
         for f in sorted(path.glob("*.cif")):
@@ -483,7 +520,9 @@ def _prepare_one(args):
         return Record(rec.id, None, f"{rec.id}: cannot canonicalise ({type(err).__name__}: {err})")
 
 
-def _read_and_prepare(path: Path, *, n_max: int, niggli: bool, limit: int | None, workers: int, show_progress: bool):
+def _read_and_prepare(
+    path: Path, *, n_max: int, niggli: bool, limit: int | None, workers: int, show_progress: bool
+):
     """Parse and canonicalise every crystal (in parallel worker processes when workers > 1)."""
     records = list(read_structures(path, limit=limit)) if workers <= 1 else None
     if records is not None:
@@ -557,12 +596,22 @@ def featurize(
         except ValueError:
             pass  # a stale or damaged cache entry is recomputed
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    records = _read_and_prepare(path, n_max=n_max, niggli=niggli, limit=limit, workers=workers, show_progress=show_progress)
+    records = _read_and_prepare(
+        path, n_max=n_max, niggli=niggli, limit=limit, workers=workers, show_progress=show_progress
+    )
     good = [r for r in records if r.structure is not None]
     skipped = [(r.id, r.error or "unknown error") for r in records if r.structure is None]
     if not good:
-        raise ValueError(f"featurize: no usable crystal in {path} ({len(skipped)} skipped; first: {skipped[:1]})")
-    raw = encode_structures([r.structure for r in good], n_max=n_max, params=params, batch_size=batch_size, show_progress=show_progress)
+        raise ValueError(
+            f"featurize: no usable crystal in {path} ({len(skipped)} skipped; first: {skipped[:1]})"
+        )
+    raw = encode_structures(
+        [r.structure for r in good],
+        n_max=n_max,
+        params=params,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
     layout = Layout(params.n_features)
     fitted = stats is None
     stats = stats if stats is not None else ScalingStats.fit(raw, layout)

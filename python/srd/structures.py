@@ -126,7 +126,11 @@ def _csv_records(path: Path, limit: int | None, id_column: str) -> Iterator[Reco
     n = len(df) if limit is None else min(limit, len(df))
     for row in range(n):
         rid = ids[row]
-        where = f"{path.name} row {row} ({id_column}={rid})" if id_column in df.columns else f"{path.name} row {row}"
+        where = (
+            f"{path.name} row {row} ({id_column}={rid})"
+            if id_column in df.columns
+            else f"{path.name} row {row}"
+        )
         try:
             s = parse_cif(df["cif"].iloc[row], where=where)
             yield Record(rid, s)
@@ -141,7 +145,9 @@ def _cif_folder_records(path: Path, limit: int | None) -> Iterator[Record]:
     for f in files[:limit]:
         try:
             if f.stat().st_size > MAX_CIF_BYTES:
-                raise StructureReadError(f"{f.name}: {f.stat().st_size} bytes exceeds the limit of {MAX_CIF_BYTES}")
+                raise StructureReadError(
+                    f"{f.name}: {f.stat().st_size} bytes exceeds the limit of {MAX_CIF_BYTES}"
+                )
             yield Record(f.stem, parse_cif(f.read_text(errors="replace"), where=f.name))
         except StructureReadError as err:
             yield Record(f.stem, None, str(err))
@@ -157,7 +163,9 @@ def _extxyz_records(path: Path, limit: int | None) -> Iterator[Record]:
             where = f"{path.name} frame {k}"
             try:
                 if not all(atoms.pbc):
-                    raise StructureReadError(f"{where}: not periodic in all three directions (pbc={list(atoms.pbc)})")
+                    raise StructureReadError(
+                        f"{where}: not periodic in all three directions (pbc={list(atoms.pbc)})"
+                    )
                 s = AseAtomsAdaptor.get_structure(atoms)
                 yield Record(str(atoms.info.get("material_id", k)), _check_structure(s, where))
             except StructureReadError as err:
@@ -207,7 +215,9 @@ def read_structures(
         )
 
 
-def read_raw_items(path: str | os.PathLike, *, limit: int | None = None, id_column: str = "material_id") -> list[tuple]:
+def read_raw_items(
+    path: str | os.PathLike, *, limit: int | None = None, id_column: str = "material_id"
+) -> list[tuple]:
     """The crystals of ``path`` as unparsed items, for parsing in worker processes.
 
     CSV rows and CIF files become ("cif", id, text, where); other kinds are parsed here and become
@@ -222,7 +232,16 @@ def read_raw_items(path: str | os.PathLike, *, limit: int | None = None, id_colu
         items = []
         for f in files:
             if f.stat().st_size > MAX_CIF_BYTES:
-                items.append(("record", Record(f.stem, None, f"{f.name}: {f.stat().st_size} bytes exceeds the limit of {MAX_CIF_BYTES}")))
+                items.append(
+                    (
+                        "record",
+                        Record(
+                            f.stem,
+                            None,
+                            f"{f.name}: {f.stat().st_size} bytes exceeds the limit of {MAX_CIF_BYTES}",
+                        ),
+                    )
+                )
             else:
                 items.append(("cif", f.stem, f.read_text(errors="replace"), f.name))
         return items
@@ -233,7 +252,12 @@ def read_raw_items(path: str | os.PathLike, *, limit: int | None = None, id_colu
         n = len(df) if limit is None else min(limit, len(df))
         cifs = df["cif"].tolist()
         return [
-            ("cif", ids[k], cifs[k], f"{path.name} row {k} ({id_column}={ids[k]})" if has_id else f"{path.name} row {k}")
+            (
+                "cif",
+                ids[k],
+                cifs[k],
+                f"{path.name} row {k} ({id_column}={ids[k]})" if has_id else f"{path.name} row {k}",
+            )
             for k in range(n)
         ]
     return [("record", r) for r in read_structures(path, limit=limit, id_column=id_column)]
@@ -305,7 +329,12 @@ class Batch:
         cells = self.cells.detach().cpu().double().numpy()
         ptr = self.ptr.cpu().numpy()
         return [
-            Structure(Lattice(cells[b]), num[ptr[b] : ptr[b + 1]].tolist(), pos[ptr[b] : ptr[b + 1]], coords_are_cartesian=True)
+            Structure(
+                Lattice(cells[b]),
+                num[ptr[b] : ptr[b + 1]].tolist(),
+                pos[ptr[b] : ptr[b + 1]],
+                coords_are_cartesian=True,
+            )
             for b in range(len(cells))
         ]
 
@@ -318,7 +347,12 @@ class Batch:
 def structure_from_arrays(frac_coords, atom_types, lengths, angles) -> Structure:
     """One crystal from CDVAE arrays (angles in degrees)."""
     lattice = Lattice.from_parameters(*[float(x) for x in lengths], *[float(x) for x in angles])
-    return Structure(lattice, [int(z) for z in atom_types], np.asarray(frac_coords, dtype=float), coords_are_cartesian=False)
+    return Structure(
+        lattice,
+        [int(z) for z in atom_types],
+        np.asarray(frac_coords, dtype=float),
+        coords_are_cartesian=False,
+    )
 
 
 def save_cdvae_pt(path: str | os.PathLike, structures: Sequence[Structure | None], **extra) -> None:
@@ -381,7 +415,11 @@ def load_cdvae_pt(path: str | os.PathLike, *, eval_index: int = 0) -> list[Struc
         try:
             if not all(math.isfinite(v) and v > 0 for v in lengths[b].tolist()):
                 raise ValueError(f"lattice lengths {lengths[b].tolist()} are not positive")
-            out.append(structure_from_arrays(frac[sl].numpy(), types[sl].numpy(), lengths[b].numpy(), angles[b].numpy()))
+            out.append(
+                structure_from_arrays(
+                    frac[sl].numpy(), types[sl].numpy(), lengths[b].numpy(), angles[b].numpy()
+                )
+            )
         except Exception as err:  # noqa: BLE001
             out.append(f"invalid crystal ({err})")
     return out
@@ -393,4 +431,3 @@ def records_to_list(records: Iterable[Record]) -> tuple[list[Record], list[Recor
     for r in records:
         (ok if r.structure is not None else bad).append(r)
     return ok, bad
-

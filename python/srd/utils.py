@@ -111,7 +111,11 @@ def git_commit() -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -125,7 +129,9 @@ def run_metadata() -> dict:
     return {"srd_version": __version__, "git_commit": git_commit(), "torch_version": str(torch.__version__)}
 
 
-def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw):
+def progress(
+    iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw
+):
     """A tqdm progress bar (on stderr; silent when stderr is not a terminal unless SRD_PROGRESS=1)."""
     from tqdm.auto import tqdm
 

@@ -32,26 +32,50 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="srd-featurize", description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("input", help="a CSV(.gz) with a 'cif' column (CDVAE format), a folder of .cif files, a .cif, "
-                   "or an extxyz file")
-    p.add_argument("-o", "--output", required=True, help="the feature file to write (.pt, loadable with "
-                   "torch.load(weights_only=True))")
+    p.add_argument(
+        "input",
+        help="a CSV(.gz) with a 'cif' column (CDVAE format), a folder of .cif files, a .cif, "
+        "or an extxyz file",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the feature file to write (.pt, loadable with torch.load(weights_only=True))",
+    )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--n-max", type=positive_int, default=None,
-                      help="largest number of atoms per crystal (the size entry of R is n / n_max); larger crystals "
-                      "are skipped")
-    size.add_argument("--dataset", choices=sorted(DATASET_N_MAX), default=None,
-                      help="benchmark name, which sets n_max (perov_5: 5, carbon_24: 24, mp_20: 20); guessed from the "
-                      "input path when neither this nor --n-max is given")
-    p.add_argument("--stats", default=None,
-                   help="take the min-max scaling statistics from this file (a feature file or an srd-train "
-                   "checkpoint) instead of fitting them on the input; use the training split's statistics for "
-                   "test splits")
-    p.add_argument("--limit", type=positive_int, default=None, help="only the first LIMIT crystals of the input")
+    size.add_argument(
+        "--n-max",
+        type=positive_int,
+        default=None,
+        help="largest number of atoms per crystal (the size entry of R is n / n_max); larger crystals "
+        "are skipped",
+    )
+    size.add_argument(
+        "--dataset",
+        choices=sorted(DATASET_N_MAX),
+        default=None,
+        help="benchmark name, which sets n_max (perov_5: 5, carbon_24: 24, mp_20: 20); guessed from the "
+        "input path when neither this nor --n-max is given",
+    )
+    p.add_argument(
+        "--stats",
+        default=None,
+        help="take the min-max scaling statistics from this file (a feature file or an srd-train "
+        "checkpoint) instead of fitting them on the input; use the training split's statistics for "
+        "test splits",
+    )
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first LIMIT crystals of the input"
+    )
     p.add_argument("--batch-size", type=positive_int, default=256, help="crystals per descriptor call")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes for CIF parsing (default: all cores)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="processes for CIF parsing (default: all cores)"
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the featurisation cache")
-    p.add_argument("--no-niggli", action="store_true", help="do not Niggli-reduce (not CDVAE's preprocessing)")
+    p.add_argument(
+        "--no-niggli", action="store_true", help="do not Niggli-reduce (not CDVAE's preprocessing)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -64,7 +88,9 @@ def load_stats(path: str | Path) -> tuple[ScalingStats, int | None, str | None]:
         return f.stats, f.n_max, f.dataset
     if isinstance(data, dict) and "stats" in data:
         return ScalingStats.from_dict(data["stats"]), data.get("n_max"), data.get("dataset") or None
-    raise ValueError(f"--stats {path}: neither an srd feature file nor an srd-train checkpoint (no 'stats' entry)")
+    raise ValueError(
+        f"--stats {path}: neither an srd feature file nor an srd-train checkpoint (no 'stats' entry)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,24 +117,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     src = feats.source
     cached = " (from cache)" if "cache" in src else ""
-    print(f"srd-featurize: {src.get('n_input', len(feats.ids) + len(feats.skipped))} crystals read from {args.input}, "
-          f"{len(feats.ids)} featurised, {len(feats.skipped)} skipped{cached}; n_max = {feats.n_max}, "
-          f"R has {feats.layout.dim} values; scaling statistics {src.get('stats', '')}; {seconds:.1f} s")
+    print(
+        f"srd-featurize: {src.get('n_input', len(feats.ids) + len(feats.skipped))} crystals read from {args.input}, "
+        f"{len(feats.ids)} featurised, {len(feats.skipped)} skipped{cached}; n_max = {feats.n_max}, "
+        f"R has {feats.layout.dim} values; scaling statistics {src.get('stats', '')}; {seconds:.1f} s"
+    )
     if feats.skipped:
         reasons = Counter(_reason_kind(reason) for _, reason in feats.skipped)
         print("  skipped by reason: " + ", ".join(f"{k}: {v}" for k, v in reasons.most_common()))
         for rid, reason in feats.skipped[:10]:
             print(f"  - {reason}" if rid in reason else f"  - {rid}: {reason}")
         if len(feats.skipped) > 10:
-            print(f"  ... and {len(feats.skipped) - 10} more (all listed in the output file's 'skipped' entry)")
+            print(
+                f"  ... and {len(feats.skipped) - 10} more (all listed in the output file's 'skipped' entry)"
+            )
     print(f"  wrote {args.output}")
     return 0
 
 
 def _reason_kind(reason: str) -> str:
-    for key, label in (("exceed n_max", "too many atoms"), ("beyond Z", "element beyond Z = 96"),
-                       ("unreadable CIF", "unreadable CIF"), ("partial occupancies", "disordered sites"),
-                       ("exceeds the limit", "file too large"), ("empty CIF", "empty CIF")):
+    for key, label in (
+        ("exceed n_max", "too many atoms"),
+        ("beyond Z", "element beyond Z = 96"),
+        ("unreadable CIF", "unreadable CIF"),
+        ("partial occupancies", "disordered sites"),
+        ("exceeds the limit", "file too large"),
+        ("empty CIF", "empty CIF"),
+    ):
         if key in reason:
             return label
     return "other"

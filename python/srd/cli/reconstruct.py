@@ -48,45 +48,95 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     d = ReconstructConfig()
-    p = argparse.ArgumentParser(prog="srd-reconstruct", description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("input", help="ground-truth crystals (CSV(.gz) with a 'cif' column, folder of .cif, extxyz) or a "
-                   "representations/feature file (.pt)")
+    p = argparse.ArgumentParser(
+        prog="srd-reconstruct", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+    p.add_argument(
+        "input",
+        help="ground-truth crystals (CSV(.gz) with a 'cif' column, folder of .cif, extxyz) or a "
+        "representations/feature file (.pt)",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder (created; reused to resume)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--n-max", type=positive_int, default=None,
-                      help="largest atom count (ground-truth input; default from --dataset or the path)")
-    size.add_argument("--dataset", choices=sorted(DATASET_N_MAX), default=None,
-                      help="benchmark name (sets n_max) for ground-truth input")
+    size.add_argument(
+        "--n-max",
+        type=positive_int,
+        default=None,
+        help="largest atom count (ground-truth input; default from --dataset or the path)",
+    )
+    size.add_argument(
+        "--dataset",
+        choices=sorted(DATASET_N_MAX),
+        default=None,
+        help="benchmark name (sets n_max) for ground-truth input",
+    )
     p.add_argument("--trials", type=positive_int, default=d.trials, help="random restarts per crystal")
     p.add_argument("--hops", type=positive_int, default=d.hops, help="basin hops per trial")
     p.add_argument("--steps", type=positive_int, default=d.steps, help="Adam steps per hop")
     p.add_argument("--lr", type=float, default=d.lr, help="initial Adam learning rate (Angstrom)")
-    p.add_argument("--plateau-factor", type=float, default=d.plateau_factor,
-                   help="ReduceLROnPlateau factor (per trial)")
-    p.add_argument("--plateau-patience", type=int, default=d.plateau_patience, help="ReduceLROnPlateau patience")
-    p.add_argument("--hop-size", type=float, default=d.hop_size,
-                   help="hops move every coordinate by U[-hop_size, hop_size] Angstrom")
-    p.add_argument("--swap-prob", type=float, default=d.swap_prob,
-                   help="probability that a hop exchanges two atoms of different elements instead of displacing "
-                   "all atoms (0 = the paper's hops)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype, help="precision of the descent")
-    p.add_argument("--tol", type=float, default=None,
-                   help="stop a crystal once one of its trials reaches this L1 loss (saves evaluations; crystals "
-                   "that never reach it are unaffected)")
-    p.add_argument("--polish-steps", type=int, default=d.polish_steps,
-                   help="after the hops, refine every trial's best structure for this many steps and choose the "
-                   "winner after the polish (0 = the paper's selection)")
+    p.add_argument(
+        "--plateau-factor", type=float, default=d.plateau_factor, help="ReduceLROnPlateau factor (per trial)"
+    )
+    p.add_argument(
+        "--plateau-patience", type=int, default=d.plateau_patience, help="ReduceLROnPlateau patience"
+    )
+    p.add_argument(
+        "--hop-size",
+        type=float,
+        default=d.hop_size,
+        help="hops move every coordinate by U[-hop_size, hop_size] Angstrom",
+    )
+    p.add_argument(
+        "--swap-prob",
+        type=float,
+        default=d.swap_prob,
+        help="probability that a hop exchanges two atoms of different elements instead of displacing "
+        "all atoms (0 = the paper's hops)",
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default=d.dtype, help="precision of the descent"
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="stop a crystal once one of its trials reaches this L1 loss (saves evaluations; crystals "
+        "that never reach it are unaffected)",
+    )
+    p.add_argument(
+        "--polish-steps",
+        type=int,
+        default=d.polish_steps,
+        help="after the hops, refine every trial's best structure for this many steps and choose the "
+        "winner after the polish (0 = the paper's selection)",
+    )
     p.add_argument("--polish-lr", type=float, default=d.polish_lr, help="learning rate of the polish")
-    p.add_argument("--polish-dtype", choices=["float32", "float64"], default=d.polish_dtype,
-                   help="precision of the polish")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="run seed; each crystal's generator is seeded by (seed, id), so results do not depend "
-                   "on batching or sharding")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: the local GPU)")
-    p.add_argument("--limit", type=positive_int, default=None, help="only the first LIMIT crystals of the input")
-    p.add_argument("--batch-size", type=positive_int, default=64,
-                   help="crystals per batch (x trials replicas per descriptor call); results are written after "
-                   "every batch")
+    p.add_argument(
+        "--polish-dtype",
+        choices=["float32", "float64"],
+        default=d.polish_dtype,
+        help="precision of the polish",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="run seed; each crystal's generator is seeded by (seed, id), so results do not depend "
+        "on batching or sharding",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: the local GPU)"
+    )
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first LIMIT crystals of the input"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="crystals per batch (x trials replicas per descriptor call); results are written after "
+        "every batch",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -104,8 +154,9 @@ def _items_from_truth(path: Path, n_max: int, params, limit, show_progress) -> l
             continue
         items.append(ReconItem(rec.id, None, None, s))
         good.append(len(items) - 1)
-    targets = decoded_from_structures([items[k].truth for k in good], n_max=n_max, params=params,
-                                      show_progress=show_progress)
+    targets = decoded_from_structures(
+        [items[k].truth for k in good], n_max=n_max, params=params, show_progress=show_progress
+    )
     for k, t in zip(good, targets):
         items[k].target = t
     return items
@@ -132,10 +183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
     config = ReconstructConfig(
-        trials=args.trials, hops=args.hops, steps=args.steps, lr=args.lr, plateau_factor=args.plateau_factor,
-        plateau_patience=args.plateau_patience, hop_size=args.hop_size, swap_prob=args.swap_prob, seed=args.seed,
+        trials=args.trials,
+        hops=args.hops,
+        steps=args.steps,
+        lr=args.lr,
+        plateau_factor=args.plateau_factor,
+        plateau_patience=args.plateau_patience,
+        hop_size=args.hop_size,
+        swap_prob=args.swap_prob,
+        seed=args.seed,
         dtype=args.dtype,
-        tol=args.tol, polish_steps=args.polish_steps, polish_lr=args.polish_lr, polish_dtype=args.polish_dtype,
+        tol=args.tol,
+        polish_steps=args.polish_steps,
+        polish_lr=args.polish_lr,
+        polish_dtype=args.polish_dtype,
     )
     show = not args.quiet
     if path.suffix == ".pt":
@@ -148,13 +209,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = args.dataset or dataset_from_path(path)
         n_max = args.n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
         if n_max is None:
-            raise ValueError(f"cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20")
+            raise ValueError(
+                f"cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20"
+            )
         params = EADParams()
         items = _items_from_truth(path, n_max, params, args.limit, show)
-        desc = {"path": str(path.resolve()), "kind": "ground truth", "n_max": n_max, "dataset": dataset,
-                "limit": args.limit}
-    summary = run_job(items, args.output, config=config, params=params, input_desc=desc,
-                      batch_size=args.batch_size, device=device, show_progress=show)
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "ground truth",
+            "n_max": n_max,
+            "dataset": dataset,
+            "limit": args.limit,
+        }
+    summary = run_job(
+        items,
+        args.output,
+        config=config,
+        params=params,
+        input_desc=desc,
+        batch_size=args.batch_size,
+        device=device,
+        show_progress=show,
+    )
     if summary:
         print("srd-reconstruct: " + summary_line(summary))
         print(f"  wrote {args.output}/cifs, results.csv, eval_recon.pt, summary.json")

@@ -36,30 +36,57 @@ def build_parser() -> argparse.ArgumentParser:
     d = ReconstructConfig()
     p = argparse.ArgumentParser(prog="srd-sample", description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="RUN/checkpoint.pt written by srd-train (or the RUN folder)")
-    p.add_argument("-n", "--num-samples", type=positive_int, required=True, help="number of crystals to generate")
+    p.add_argument(
+        "-n", "--num-samples", type=positive_int, required=True, help="number of crystals to generate"
+    )
     p.add_argument("-o", "--output", required=True, help="output folder (reused to resume)")
-    p.add_argument("--sampling-steps", type=positive_int, default=None,
-                   help="diffusion steps: default all T training steps (ancestral, the paper); K < T uses the "
-                   "respaced/DDIM sampler with K steps")
-    p.add_argument("--eta", type=float, default=None,
-                   help="DDIM eta for K-step sampling (0 deterministic, 1 ancestral); default: the run's")
+    p.add_argument(
+        "--sampling-steps",
+        type=positive_int,
+        default=None,
+        help="diffusion steps: default all T training steps (ancestral, the paper); K < T uses the "
+        "respaced/DDIM sampler with K steps",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="DDIM eta for K-step sampling (0 deterministic, 1 ancestral); default: the run's",
+    )
     p.add_argument("--no-ema", action="store_true", help="sample with the trained weights, not their EMA")
     p.add_argument("--batch-size", type=positive_int, default=256, help="vectors per diffusion batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion sampler and of the reconstruction")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the diffusion sampler and of the reconstruction"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--no-reconstruct", action="store_true",
-                   help="stop after sampling and decoding (writes representations.pt and summary.json)")
+    p.add_argument(
+        "--no-reconstruct",
+        action="store_true",
+        help="stop after sampling and decoding (writes representations.pt and summary.json)",
+    )
     p.add_argument("--trials", type=positive_int, default=d.trials, help="reconstruction: random restarts")
     p.add_argument("--hops", type=positive_int, default=d.hops, help="reconstruction: basin hops per trial")
     p.add_argument("--steps", type=positive_int, default=d.steps, help="reconstruction: Adam steps per hop")
     p.add_argument("--lr", type=float, default=d.lr, help="reconstruction: initial learning rate")
-    p.add_argument("--hop-size", type=float, default=d.hop_size, help="reconstruction: hop amplitude (Angstrom)")
-    p.add_argument("--swap-prob", type=float, default=d.swap_prob,
-                   help="reconstruction: probability that a hop exchanges two atoms of different elements")
+    p.add_argument(
+        "--hop-size", type=float, default=d.hop_size, help="reconstruction: hop amplitude (Angstrom)"
+    )
+    p.add_argument(
+        "--swap-prob",
+        type=float,
+        default=d.swap_prob,
+        help="reconstruction: probability that a hop exchanges two atoms of different elements",
+    )
     p.add_argument("--tol", type=float, default=None, help="reconstruction: stop a crystal at this loss")
-    p.add_argument("--polish-steps", type=int, default=d.polish_steps,
-                   help="reconstruction: refine every trial before choosing (0 = off)")
-    p.add_argument("--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch")
+    p.add_argument(
+        "--polish-steps",
+        type=int,
+        default=d.polish_steps,
+        help="reconstruction: refine every trial before choosing (0 = off)",
+    )
+    p.add_argument(
+        "--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -75,9 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = loaded[1]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    sample_key = {"checkpoint_sha256": sha256_file(ckpt_file), "n": args.num_samples, "seed": args.seed,
-                  "sampling_steps": args.sampling_steps, "eta": args.eta, "ema": not args.no_ema,
-                  "batch_size": args.batch_size}
+    sample_key = {
+        "checkpoint_sha256": sha256_file(ckpt_file),
+        "n": args.num_samples,
+        "seed": args.seed,
+        "sampling_steps": args.sampling_steps,
+        "eta": args.eta,
+        "ema": not args.no_ema,
+        "batch_size": args.batch_size,
+    }
     reps_path = out / "representations.pt"
     key_path = out / "sampling.json"
     if reps_path.is_file() and key_path.is_file() and read_json(key_path).get("key") == sample_key:
@@ -87,19 +120,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"srd-sample: reusing the {len(feats.ids)} samples in {reps_path}")
     else:
         t0 = time.perf_counter()
-        R = sample_representations(loaded, args.num_samples, sampling_steps=args.sampling_steps, eta=args.eta,
-                                   batch_size=args.batch_size, seed=args.seed, device=device,
-                                   use_ema=not args.no_ema, progress=not args.quiet)
+        R = sample_representations(
+            loaded,
+            args.num_samples,
+            sampling_steps=args.sampling_steps,
+            eta=args.eta,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            use_ema=not args.no_ema,
+            progress=not args.quiet,
+        )
         t_diffusion = time.perf_counter() - t0
-        feats = Features(R, [f"gen_{k:06d}" for k in range(len(R))], meta["scaling_stats"], int(meta["n_max"]),
-                         meta["ead_params"], meta.get("dataset") or None,
-                         source={"checkpoint": str(ckpt_file), "sampled": True})
+        feats = Features(
+            R,
+            [f"gen_{k:06d}" for k in range(len(R))],
+            meta["scaling_stats"],
+            int(meta["n_max"]),
+            meta["ead_params"],
+            meta.get("dataset") or None,
+            source={"checkpoint": str(ckpt_file), "sampled": True},
+        )
         feats.save(reps_path)
         write_json(key_path, {"key": sample_key, "seconds": t_diffusion, **run_metadata()})
 
     decoded = decode(feats.R.double(), feats.stats, feats.n_max)
-    items = [ReconItem(i, None, d.reason) if isinstance(d, Rejected) else ReconItem(i, d)
-             for i, d in zip(feats.ids, decoded)]
+    items = [
+        ReconItem(i, None, d.reason) if isinstance(d, Rejected) else ReconItem(i, d)
+        for i, d in zip(feats.ids, decoded)
+    ]
     n_rej = sum(it.target is None for it in items)
     sampling = {
         "checkpoint": str(ckpt_file),
@@ -114,23 +163,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_reconstruct:
         from collections import Counter
 
-        write_json(out / "summary.json", {"sampling": sampling, "rejection_reasons": dict(
-            Counter(it.reason for it in items if it.target is None)), **run_metadata()})
-        print(f"srd-sample: {len(items)} vectors sampled ({t_diffusion:.1f} s), {n_rej} rejected at decoding; "
-              f"wrote {reps_path}")
+        write_json(
+            out / "summary.json",
+            {
+                "sampling": sampling,
+                "rejection_reasons": dict(Counter(it.reason for it in items if it.target is None)),
+                **run_metadata(),
+            },
+        )
+        print(
+            f"srd-sample: {len(items)} vectors sampled ({t_diffusion:.1f} s), {n_rej} rejected at decoding; "
+            f"wrote {reps_path}"
+        )
         return 0
-    config = ReconstructConfig(trials=args.trials, hops=args.hops, steps=args.steps, lr=args.lr,
-                               hop_size=args.hop_size, swap_prob=args.swap_prob, seed=args.seed, tol=args.tol,
-                               polish_steps=args.polish_steps)
-    summary = run_job(items, out, config=config, params=feats.params,
-                      input_desc={"path": str(reps_path.resolve()), "kind": "generated", **sample_key},
-                      batch_size=args.recon_batch_size, device=device, gen_mode=True, show_progress=not args.quiet,
-                      extra_summary={"sampling": sampling})
+    config = ReconstructConfig(
+        trials=args.trials,
+        hops=args.hops,
+        steps=args.steps,
+        lr=args.lr,
+        hop_size=args.hop_size,
+        swap_prob=args.swap_prob,
+        seed=args.seed,
+        tol=args.tol,
+        polish_steps=args.polish_steps,
+    )
+    summary = run_job(
+        items,
+        out,
+        config=config,
+        params=feats.params,
+        input_desc={"path": str(reps_path.resolve()), "kind": "generated", **sample_key},
+        batch_size=args.recon_batch_size,
+        device=device,
+        gen_mode=True,
+        show_progress=not args.quiet,
+        extra_summary={"sampling": sampling},
+    )
     if summary:
         t = summary["timing"]
         print("srd-sample: " + summary_line(summary))
-        print(f"  per crystal: {sampling['seconds_diffusion_per_crystal']:.4g} s diffusion + "
-              f"{t['seconds_per_crystal_mean'] or 0:.4g} s reconstruction")
+        print(
+            f"  per crystal: {sampling['seconds_diffusion_per_crystal']:.4g} s diffusion + "
+            f"{t['seconds_per_crystal_mean'] or 0:.4g} s reconstruction"
+        )
         print(f"  wrote {out}/representations.pt, cifs/, results.csv, eval_gen.pt, summary.json")
     return 0
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m srd.demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--n-recon", type=int, default=20, help="test crystals to reconstruct (Table 1 protocol)")
-    p.add_argument("--train-steps", type=int, default=3000, help="training steps of the small model")
+    p.add_argument("--train-steps", type=int, default=2000, help="training steps of the small model")
     p.add_argument("--n-samples", type=int, default=32, help="crystals to generate")
     p.add_argument("--sampling-steps", type=int, default=200, help="diffusion sampler steps (of T = 2000)")
     p.add_argument(

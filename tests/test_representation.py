@@ -21,6 +21,7 @@ from srd.representation import (
     decode,
     encode_structures,
     largest_remainder,
+    nearest_counts,
     prepare_structure,
     read_structures,
 )
@@ -136,6 +137,41 @@ def test_largest_remainder():
     assert largest_remainder(np.array([0.2, 0.2, 0.6]), 5).tolist() == [1, 1, 3]
     assert largest_remainder(np.array([1 / 3, 1 / 3, 1 / 3]), 4).sum() == 4
     assert largest_remainder(np.array([0.9, 0.1, 0.0]), 1).tolist() == [1, 0, 0]
+
+
+def test_nearest_counts():
+    rng = np.random.default_rng(0)
+    # Fractions that sum to 1: the same answer as largest remainder.
+    for _ in range(200):
+        n = int(rng.integers(1, 25))
+        f = rng.dirichlet(np.ones(6))
+        assert nearest_counts(f, n).tolist() == largest_remainder(f, n).tolist()
+    # Spread noise: renormalising lets a noise element take a seat; the projection does not.
+    f = np.array([0.6, 0.2, 0.2] + [0.08] * 5)  # ABX3 plus 0.4 of noise over five elements
+    assert largest_remainder(f, 5).tolist() == [2, 1, 1, 1, 0, 0, 0, 0]  # noise takes one of O's seats
+    assert nearest_counts(f, 5).tolist() == [3, 1, 1, 0, 0, 0, 0, 0]
+    # It is the exact minimiser of sum (c - n f)^2 over all count vectors summing to n (brute force).
+    import itertools
+
+    for _ in range(50):
+        f = rng.random(4) * 0.6
+        n = 4
+        best = min(
+            (c for c in itertools.product(range(n + 1), repeat=4) if sum(c) == n),
+            key=lambda c: (float(((np.array(c) - n * f) ** 2).sum()), tuple(-x for x in c)),
+        )
+        got = nearest_counts(f, n)
+        assert np.isclose(((got - n * f) ** 2).sum(), ((np.array(best) - n * f) ** 2).sum())
+
+
+def test_decode_composition_nearest():
+    stats = ScalingStats(torch.zeros(607, dtype=torch.float64), torch.ones(607, dtype=torch.float64), LAYOUT)
+    comp = {8: 0.6, 22: 0.2, 38: 0.2, 1: 0.1, 3: 0.1, 5: 0.1, 7: 0.1}
+    v = _vector(stats, size=1.0, comp=comp)
+    assert decode(v, stats, 5, "nearest")[0].numbers == [8, 8, 8, 22, 38]
+    assert decode(v, stats, 5)[0].numbers == [1, 8, 8, 22, 38]  # SPEC's rule: H (noise) takes O's seat
+    with pytest.raises(ValueError, match="composition must be one of"):
+        decode(v, stats, 5, "round")
 
 
 def _vector(stats, *, size, comp: dict, lattice=(4.0, 4.0, 4.0, 90.0, 90.0, 90.0)):

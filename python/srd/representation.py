@@ -42,6 +42,9 @@ __all__ = [
     "Features",
     "encode_structures",
     "decode",
+    "largest_remainder",
+    "nearest_counts",
+    "COMPOSITION_DECODINGS",
     "decoded_from_structures",
     "featurize",
     "prepare_structure",
@@ -348,6 +351,26 @@ def largest_remainder(fractions: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
+def nearest_counts(fractions: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts c >= 0 summing to n that minimise sum_z (c_z - n * f_z)^2, *without* renormalising f.
+
+    This is the composition block of the nearest decodable R. It equals largest-remainder rounding when
+    the fractions sum to 1, but differs for generated vectors whose fractions carry a spread of small
+    positive noise over many elements (clipping x0 to the data range makes that noise one-sided):
+    renormalising shrinks the real fractions and lets the noise win seats, while the projection gives a
+    seat to an element only where its own quota earns it. Greedy is exact for this separable convex
+    problem (adding an atom to z costs 2 (c_z - q_z) + 1); ties go to the lower Z.
+    """
+    q = np.asarray(fractions, dtype=np.float64) * n
+    counts = np.zeros(len(q), dtype=np.int64)
+    for _ in range(n):
+        counts[int(np.argmax(q - counts))] += 1
+    return counts
+
+
+COMPOSITION_DECODINGS = ("largest-remainder", "nearest")
+
+
 def _lattice_problem(lengths: np.ndarray, angles_deg: np.ndarray) -> str | None:
     if not np.all(np.isfinite(lengths)) or not np.all(np.isfinite(angles_deg)):
         return "non-finite lattice parameters"
@@ -363,12 +386,18 @@ def _lattice_problem(lengths: np.ndarray, angles_deg: np.ndarray) -> str | None:
     return None
 
 
-def decode(scaled: torch.Tensor, stats: ScalingStats, n_max: int) -> list[Decoded | Rejected]:
+def decode(
+    scaled: torch.Tensor, stats: ScalingStats, n_max: int, composition: str = "largest-remainder"
+) -> list[Decoded | Rejected]:
     """Decode (generated) scaled R vectors into atom count, composition and lattice (SPEC section 2).
 
-    n = clamp(round(size * n_max), 1, n_max); negative fractions -> 0, renormalised, counts by largest
-    remainder summing to n; a vector with no positive fraction or an impossible lattice is rejected.
+    n = clamp(round(size * n_max), 1, n_max); negative fractions -> 0, then counts summing to n, by
+    ``composition``: "largest-remainder" (SPEC: renormalise, largest-remainder rounding) or "nearest"
+    (:func:`nearest_counts`, the nearest composition without renormalising). A vector with no positive
+    fraction or an impossible lattice is rejected.
     """
+    if composition not in COMPOSITION_DECODINGS:
+        raise ValueError(f"decode: composition must be one of {COMPOSITION_DECODINGS}, got {composition!r}")
     layout = stats.layout
     if scaled.dim() != 2 or scaled.shape[1] != layout.dim:
         raise ValueError(f"decode: expected R of shape [M, {layout.dim}], got {list(scaled.shape)}")
@@ -384,7 +413,7 @@ def decode(scaled: torch.Tensor, stats: ScalingStats, n_max: int) -> list[Decode
         if frac.sum() <= 0:
             out.append(Rejected("no element: every composition fraction is <= 0"))
             continue
-        counts = largest_remainder(frac, n)
+        counts = largest_remainder(frac, n) if composition == "largest-remainder" else nearest_counts(frac, n)
         numbers = [z + 1 for z in range(N_ELEMENTS) for _ in range(int(counts[z]))]
         lat = row[layout.lattice].numpy()
         lengths, angles = lat[:3], np.degrees(lat[3:])

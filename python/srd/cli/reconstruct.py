@@ -10,6 +10,7 @@ from pathlib import Path
 from ..recon_job import ReconItem, run_job, summary_line
 from ..reconstruct import ReconstructConfig
 from ..representation import (
+    COMPOSITION_DECODINGS,
     DATASET_N_MAX,
     Features,
     Rejected,
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(DATASET_N_MAX),
         default=None,
         help="benchmark name (sets n_max) for ground-truth input",
+    )
+    p.add_argument(
+        "--composition",
+        choices=COMPOSITION_DECODINGS,
+        default="largest-remainder",
+        help="how a representations file's composition fractions become atom counts: largest-remainder (SPEC: "
+        "renormalise, then largest-remainder rounding) or nearest (the counts nearest to n x fractions "
+        "without renormalising; robust to noise spread over many elements)",
     )
     p.add_argument("--trials", type=positive_int, default=d.trials, help="random restarts per crystal")
     p.add_argument("--hops", type=positive_int, default=d.hops, help="basin hops per trial")
@@ -162,11 +171,11 @@ def _items_from_truth(path: Path, n_max: int, params, limit, show_progress) -> l
     return items
 
 
-def _items_from_features(path: Path, limit) -> tuple[list[ReconItem], Features]:
+def _items_from_features(path: Path, limit, composition: str) -> tuple[list[ReconItem], Features]:
     feats = Features.load(path)
     R, ids = feats.R[:limit], feats.ids[:limit]
     items = []
-    for rid, d in zip(ids, decode(R.double(), feats.stats, feats.n_max)):
+    for rid, d in zip(ids, decode(R.double(), feats.stats, feats.n_max, composition)):
         items.append(ReconItem(rid, None, d.reason) if isinstance(d, Rejected) else ReconItem(rid, d))
     return items, feats
 
@@ -200,9 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     show = not args.quiet
     if path.suffix == ".pt":
-        items, feats = _items_from_features(path, args.limit)
+        items, feats = _items_from_features(path, args.limit, args.composition)
         params = feats.params
-        desc = {"path": str(path.resolve()), "kind": "representations", "limit": args.limit}
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "representations",
+            "limit": args.limit,
+            "composition": args.composition,
+        }
     else:
         from ..params import EADParams
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..recon_job import ReconItem, run_job, summary_line
 from ..reconstruct import ReconstructConfig
-from ..representation import Features, Rejected, decode
+from ..representation import COMPOSITION_DECODINGS, Features, Rejected, decode
 from ..utils import read_json, run_metadata, sha256_file, write_json
 from ._common import HelpFormatter, positive_int, resolve_device, run
 
@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reconstruct",
         action="store_true",
         help="stop after sampling and decoding (writes representations.pt and summary.json)",
+    )
+    p.add_argument(
+        "--composition",
+        choices=COMPOSITION_DECODINGS,
+        default="largest-remainder",
+        help="how a (generated) R's composition fractions become atom counts: largest-remainder (SPEC: "
+        "renormalise, then largest-remainder rounding) or nearest (the counts nearest to n x fractions "
+        "without renormalising; robust to noise spread over many elements)",
     )
     p.add_argument("--trials", type=positive_int, default=d.trials, help="reconstruction: random restarts")
     p.add_argument("--hops", type=positive_int, default=d.hops, help="reconstruction: basin hops per trial")
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         feats.save(reps_path)
         write_json(key_path, {"key": sample_key, "seconds": t_diffusion, **run_metadata()})
 
-    decoded = decode(feats.R.double(), feats.stats, feats.n_max)
+    decoded = decode(feats.R.double(), feats.stats, feats.n_max, args.composition)
     items = [
         ReconItem(i, None, d.reason) if isinstance(d, Rejected) else ReconItem(i, d)
         for i, d in zip(feats.ids, decoded)
@@ -155,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataset": feats.dataset,
         "n_samples": len(items),
         "sampling_steps": args.sampling_steps or int(meta["train_config"].diffusion.timesteps),
+        "composition_decoding": args.composition,
         "rejected_at_decoding": n_rej,
         "seconds_diffusion_total": round(t_diffusion, 3),
         "seconds_diffusion_per_crystal": round(t_diffusion / max(len(items), 1), 5),
@@ -192,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         out,
         config=config,
         params=feats.params,
-        input_desc={"path": str(reps_path.resolve()), "kind": "generated", **sample_key},
+        input_desc={
+            "path": str(reps_path.resolve()),
+            "kind": "generated",
+            "composition": args.composition,
+            **sample_key,
+        },
         batch_size=args.recon_batch_size,
         device=device,
         gen_mode=True,

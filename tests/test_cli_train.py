@@ -124,6 +124,7 @@ def test_trains_a_few_steps_and_writes_run(tmp_path, feats_file, tiny_toml, caps
     err = capsys.readouterr().err
     assert "srd-train config:" in err and '"lr": 0.002' in err  # flags override the config file
     assert (run / "checkpoint.pt").is_file() and (run / "config.json").is_file()
+    assert (run / "loss.png").stat().st_size > 1000  # the loss curve
     log = rows(run)
     assert [r["step"] for r in log] == [str(i) for i in range(1, 7)]
     assert set(log[0]) == {"step", "epoch", "loss", "lr", "seconds"}

@@ -196,9 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=False if no_progress else None,
         )
         if rank == 0:
+            from ..diffusion.plot import plot_loss
+
+            png = plot_loss(args.out)
             print(
                 f"srd-train: {summary['step']} steps, last loss {summary['loss']:.5f}, "
-                f"{summary['seconds']:.1f} s; checkpoint {summary['checkpoint']}",
+                f"{summary['seconds']:.1f} s; checkpoint {summary['checkpoint']}"
+                + (f"; loss curve {png}" if png else ""),
                 file=sys.stderr,
             )
     finally:

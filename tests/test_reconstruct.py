@@ -78,6 +78,30 @@ def test_early_stopping_leaves_other_crystals_alone():
             assert s.evaluations <= p.evaluations
 
 
+def test_dmin_weight_keeps_the_targets_dmin():
+    """A target whose d_min disagrees with its EAD (as generated ones can): the weight decides who wins."""
+    structs, targets = _targets("perov_5", 1, 5)
+    t = targets[0]
+    want = float(t.target[-1]) - 1.0  # ask for atoms 1 A closer than the EAD block says
+    target = t.target.clone()
+    target[-1] = want
+    bent = type(t)(t.n_atoms, t.numbers, t.lengths, t.angles, target)
+    frac = structs[0].frac_coords[np.argsort(structs[0].atomic_numbers, kind="stable")]
+    start = [frac @ t.lattice_matrix()]
+
+    def dmin_after(weight):
+        cfg = ReconstructConfig(trials=1, hops=1, steps=150, lr=0.01, dtype="float64", dmin_weight=weight)
+        s = reconstruct([bent], ["x"], config=cfg, initial=start)[0].structure
+        m = s.distance_matrix + np.eye(len(s)) * 99
+        return float(m.min())
+
+    plain, heavy = dmin_after(1.0), dmin_after(1000.0)
+    assert abs(heavy - want) < 0.1, (heavy, want)
+    assert abs(heavy - want) < abs(plain - want), (plain, heavy, want)
+    with pytest.raises(ValueError, match=r"dmin_weight must be >= 0"):
+        ReconstructConfig(dmin_weight=-1)
+
+
 def test_bad_input():
     _, targets = _targets("perov_5", 1, 5)
     with pytest.raises(ValueError, match=r"1 targets but 2 keys"):

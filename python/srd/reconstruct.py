@@ -59,6 +59,10 @@ class ReconstructConfig:
     polish_steps: int = 0  # refine every trial's best structure before choosing
     polish_lr: float = 0.005
     polish_dtype: str = "float64"
+    # Weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (SPEC: 1, i.e. 1/601 of the
+    # loss). Generated targets are not exactly realisable; with weight 1 the optimiser trades d_min away
+    # for EAD agreement and can leave atoms overlapping. A larger weight keeps the target's d_min.
+    dmin_weight: float = 1.0
 
     def __post_init__(self):
         for name in ("trials", "hops", "steps"):
@@ -70,6 +74,8 @@ class ReconstructConfig:
             raise ValueError("ReconstructConfig: learning rates must be > 0")
         if not 0.0 <= self.swap_prob <= 1.0:
             raise ValueError(f"ReconstructConfig.swap_prob must be in [0, 1], got {self.swap_prob}")
+        if not self.dmin_weight >= 0:
+            raise ValueError(f"ReconstructConfig.dmin_weight must be >= 0, got {self.dmin_weight}")
         if self.polish_steps < 0:
             raise ValueError(f"ReconstructConfig.polish_steps must be >= 0, got {self.polish_steps}")
 
@@ -106,7 +112,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class _Replicas:
     """All trials of a set of crystals as one ragged batch, with per-replica bookkeeping."""
 
-    def __init__(self, targets: Sequence[Decoded], trials: int, dtype, device):
+    def __init__(self, targets: Sequence[Decoded], trials: int, dtype, device, dmin_weight: float = 1.0):
         self.n_crystals = len(targets)
         self.trials = trials
         counts = [d.n_atoms for d in targets]
@@ -121,6 +127,10 @@ class _Replicas:
         self.target = torch.stack([d.target.to(dtype) for d in targets for _ in range(trials)]).to(device)
         self.replica_of_atom = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts).to(device)
         self.n_atoms = int(self.ptr[-1])
+        self.weight = None  # per-entry loss weights; None = all 1 (SPEC)
+        if dmin_weight != 1.0:
+            self.weight = torch.ones(self.target.shape[1], dtype=dtype, device=device)
+            self.weight[-1] = dmin_weight
 
 
 def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_reps=None) -> torch.Tensor:
@@ -134,7 +144,7 @@ def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_rep
             ],
             dim=1,
         )
-        return (pred - reps.target).abs().mean(dim=1)
+        return _l1(pred, reps.target, reps.weight)
     counts = reps.counts[active_reps.cpu()]
     ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)]).to(pos.device)
     sub = pos[active_atoms]
@@ -143,7 +153,12 @@ def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_rep
     pred = torch.cat(
         [pooled_ead(feats, ptr) / EAD_SCALE, min_distance(sub, cells, ptr, check=False)[:, None]], dim=1
     )
-    return (pred - reps.target[active_reps]).abs().mean(dim=1)
+    return _l1(pred, reps.target[active_reps], reps.weight)
+
+
+def _l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    diff = (pred - target).abs()
+    return (diff if weight is None else diff * weight).mean(dim=1)
 
 
 class _Adam:
@@ -296,7 +311,7 @@ def reconstruct(
     t0 = time.perf_counter()
     device = torch.device(device)
     dtype = _DTYPES[cfg.dtype]
-    reps = _Replicas(targets, cfg.trials, dtype, device)
+    reps = _Replicas(targets, cfg.trials, dtype, device, cfg.dmin_weight)
     validate_batch(
         torch.zeros((reps.n_atoms, 3), dtype=dtype, device=device),
         reps.numbers,
@@ -345,7 +360,7 @@ def reconstruct(
 
     if cfg.polish_steps > 0:
         pdtype = _DTYPES[cfg.polish_dtype]
-        preps = _Replicas(targets, cfg.trials, pdtype, device)
+        preps = _Replicas(targets, cfg.trials, pdtype, device, cfg.dmin_weight)
         ppos = best_pos.to(pdtype).clone()
         pbest_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
         pbest_pos = ppos.clone()

@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="crystals per batch (x trials replicas per descriptor call); results are written after "
         "every batch",
     )
+    p.add_argument(
+        "--dmin-weight",
+        type=float,
+        default=d.dmin_weight,
+        help="weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
+        "a larger weight keeps generated crystals from overlapping atoms",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -204,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtype=args.dtype,
         tol=args.tol,
         polish_steps=args.polish_steps,
+        dmin_weight=args.dmin_weight,
         polish_lr=args.polish_lr,
         polish_dtype=args.polish_dtype,
     )

@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch"
     )
+    p.add_argument(
+        "--dmin-weight",
+        type=float,
+        default=d.dmin_weight,
+        help="reconstruction: weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
+        "a larger weight keeps generated crystals from overlapping atoms",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -195,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         tol=args.tol,
         polish_steps=args.polish_steps,
+        dmin_weight=args.dmin_weight,
     )
     summary = run_job(
         items,

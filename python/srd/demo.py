@@ -170,6 +170,12 @@ def main(argv=None) -> int:
             "--device",
             "cpu",
             *budget,
+            # generated R are not exactly realisable: decode the nearest composition and keep the sampled
+            # d_min (README, Table 2), instead of the paper's renormalised rounding and d_min weight 1
+            "--composition",
+            "nearest",
+            "--dmin-weight",
+            "100",
             *quiet,
         ],
         log,

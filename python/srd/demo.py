@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             "--composition",
             "nearest",
             "--dmin-weight",
-            "100",
+            "10",
             *quiet,
         ],
         log,

@@ -253,9 +253,9 @@ def write_report(out: Path, log: list[dict], total: float, args) -> Path:
         f"{_fmt(recon['timing'].get('evaluations_per_crystal_mean'), 0)} | "
         f"{_fmt(recon['timing'].get('seconds_per_crystal_mean'), 2)} |",
         "| paper (StructRepDiff, Table 1) | 100.00 | 0.024 | 3,785 | 12,600 | — |",
-        "| CDVAE (paper's Table 1) | 97.52 | — | 3,785 | — | — |",
+        "| CDVAE (paper's Table 1) | 97.51 | — | 3,785 | — | — |",
         "",
-        f"CDVAE's stricter variant (prediction must also be SMACT-valid): {_fmt(rec.get('match_rate_cdvae_strict'))} %.",
+        f"CDVAE's stricter variant (the prediction must also be valid: SMACT composition, distances >= 0.5 A): {_fmt(rec.get('match_rate_cdvae_strict'))} %.",
         "",
         "## 2–4. Generation",
         "",

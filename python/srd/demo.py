@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .cli._common import HelpFormatter
+from .reconstruct import BUDGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,24 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-RECON_BUDGETS = {
-    "paper": ["--trials", "6", "--hops", "7", "--steps", "300"],
-    "fast": [
-        "--trials",
-        "3",
-        "--hops",
-        "8",
-        "--steps",
-        "100",
-        "--tol",
-        "1e-4",
-        "--swap-prob",
-        "0.5",
-        "--polish-steps",
-        "50",
-    ],
-    "tiny": ["--trials", "1", "--hops", "1", "--steps", "5"],
-}
+# The shared presets, plus a tiny one for the miniature demo the tests run.
+RECON_BUDGETS = {**BUDGETS, "tiny": ["--trials", "1", "--hops", "1", "--steps", "5"]}
 
 
 def _run(title: str, main, argv: list[str], log: list[dict]) -> float:

@@ -37,7 +37,47 @@ from .ops import ead_batch, min_distance, validate_batch
 from .params import EADParams
 from .representation import EAD_SCALE, Decoded, pooled_ead
 
-__all__ = ["ReconstructConfig", "ReconstructResult", "reconstruct", "crystal_seed"]
+__all__ = ["BUDGETS", "ReconstructConfig", "ReconstructResult", "reconstruct", "crystal_seed"]
+
+
+#: Named reconstruction budgets as srd-reconstruct / srd-sample flags (used by ``make demo`` and
+#: scripts/recon_budget.py, and quoted in the README's Table 1).
+BUDGETS: dict[str, list[str]] = {
+    # the paper's Algorithm 2: 6 x 7 x 300 = 12,600 evaluations per crystal
+    "paper": ["--trials", "6", "--hops", "7", "--steps", "300"],
+    # the paper's budget with swap hops and early stopping (what scripts/swap_basin.py motivates)
+    "paper+swap": ["--trials", "6", "--hops", "7", "--steps", "300", "--swap-prob", "0.5", "--tol", "1e-4"],
+    # a tenth of the paper's budget, spent the paper's way
+    "paper/10": ["--trials", "6", "--hops", "2", "--steps", "105"],
+    # srd's fast budget: early stopping at L1 <= 1e-4, swap hops, a float64 polish of every trial
+    "fast": [
+        "--trials",
+        "3",
+        "--hops",
+        "8",
+        "--steps",
+        "100",
+        "--tol",
+        "1e-4",
+        "--swap-prob",
+        "0.5",
+        "--polish-steps",
+        "50",
+    ],
+    # the same without swap hops (what they contribute)
+    "fast-noswap": [
+        "--trials",
+        "3",
+        "--hops",
+        "8",
+        "--steps",
+        "100",
+        "--tol",
+        "1e-4",
+        "--polish-steps",
+        "50",
+    ],
+}
 
 
 @dataclass(frozen=True)

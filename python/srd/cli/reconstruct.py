@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..recon_job import ReconItem, run_job, summary_line
-from ..reconstruct import ReconstructConfig
 from ..representation import (
-    COMPOSITION_DECODINGS,
     DATASET_N_MAX,
     Features,
     Rejected,
@@ -20,7 +18,14 @@ from ..representation import (
     prepare_structure,
 )
 from ..structures import read_structures
-from ._common import HelpFormatter, positive_int, resolve_device, run
+from ._common import (
+    HelpFormatter,
+    add_reconstruction_args,
+    positive_int,
+    reconstruct_config,
+    resolve_device,
+    run,
+)
 
 DESCRIPTION = """\
 Turn representation vectors back into crystals. The atom count, composition and lattice come from R;
@@ -48,7 +53,6 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = ReconstructConfig()
     p = argparse.ArgumentParser(
         prog="srd-reconstruct", description=DESCRIPTION, formatter_class=HelpFormatter
     )
@@ -71,65 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="benchmark name (sets n_max) for ground-truth input",
     )
-    p.add_argument(
-        "--composition",
-        choices=COMPOSITION_DECODINGS,
-        default="largest-remainder",
-        help="how a representations file's composition fractions become atom counts: largest-remainder (SPEC: "
-        "renormalise, then largest-remainder rounding) or nearest (the counts nearest to n x fractions "
-        "without renormalising; robust to noise spread over many elements)",
-    )
-    p.add_argument("--trials", type=positive_int, default=d.trials, help="random restarts per crystal")
-    p.add_argument("--hops", type=positive_int, default=d.hops, help="basin hops per trial")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="Adam steps per hop")
-    p.add_argument("--lr", type=float, default=d.lr, help="initial Adam learning rate (Angstrom)")
-    p.add_argument(
-        "--plateau-factor", type=float, default=d.plateau_factor, help="ReduceLROnPlateau factor (per trial)"
-    )
-    p.add_argument(
-        "--plateau-patience", type=int, default=d.plateau_patience, help="ReduceLROnPlateau patience"
-    )
-    p.add_argument(
-        "--hop-size",
-        type=float,
-        default=d.hop_size,
-        help="hops move every coordinate by U[-hop_size, hop_size] Angstrom",
-    )
-    p.add_argument(
-        "--swap-prob",
-        type=float,
-        default=d.swap_prob,
-        help="probability that a hop exchanges two atoms of different elements instead of displacing "
-        "all atoms (0 = the paper's hops)",
-    )
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default=d.dtype, help="precision of the descent"
-    )
-    p.add_argument(
-        "--tol",
-        type=float,
-        default=None,
-        help="stop a crystal once one of its trials reaches this L1 loss (saves evaluations; crystals "
-        "that never reach it are unaffected)",
-    )
-    p.add_argument(
-        "--polish-steps",
-        type=int,
-        default=d.polish_steps,
-        help="after the hops, refine every trial's best structure for this many steps and choose the "
-        "winner after the polish (0 = the paper's selection)",
-    )
-    p.add_argument("--polish-lr", type=float, default=d.polish_lr, help="learning rate of the polish")
-    p.add_argument(
-        "--polish-dtype",
-        choices=["float32", "float64"],
-        default=d.polish_dtype,
-        help="precision of the polish",
-    )
+    add_reconstruction_args(p)
     p.add_argument(
         "--seed",
         type=int,
-        default=d.seed,
+        default=0,
         help="run seed; each crystal's generator is seeded by (seed, id), so results do not depend "
         "on batching or sharding",
     )
@@ -145,13 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="crystals per batch (x trials replicas per descriptor call); results are written after "
         "every batch",
-    )
-    p.add_argument(
-        "--dmin-weight",
-        type=float,
-        default=d.dmin_weight,
-        help="weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
-        "a larger weight keeps generated crystals from overlapping atoms",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -198,23 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("cuda", "auto"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
-    config = ReconstructConfig(
-        trials=args.trials,
-        hops=args.hops,
-        steps=args.steps,
-        lr=args.lr,
-        plateau_factor=args.plateau_factor,
-        plateau_patience=args.plateau_patience,
-        hop_size=args.hop_size,
-        swap_prob=args.swap_prob,
-        seed=args.seed,
-        dtype=args.dtype,
-        tol=args.tol,
-        polish_steps=args.polish_steps,
-        dmin_weight=args.dmin_weight,
-        polish_lr=args.polish_lr,
-        polish_dtype=args.polish_dtype,
-    )
+    config = reconstruct_config(args)
     show = not args.quiet
     if path.suffix == ".pt":
         items, feats = _items_from_features(path, args.limit, args.composition)

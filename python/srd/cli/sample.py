@@ -9,10 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..recon_job import ReconItem, run_job, summary_line
-from ..reconstruct import ReconstructConfig
-from ..representation import COMPOSITION_DECODINGS, Features, Rejected, decode
+from ..representation import Features, Rejected, decode
 from ..utils import read_json, run_metadata, sha256_file, write_json
-from ._common import HelpFormatter, positive_int, resolve_device, run
+from ._common import (
+    HelpFormatter,
+    add_reconstruction_args,
+    positive_int,
+    reconstruct_config,
+    resolve_device,
+    run,
+)
 
 DESCRIPTION = """\
 Sample new crystals from a model trained by srd-train:
@@ -33,7 +39,6 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = ReconstructConfig()
     p = argparse.ArgumentParser(prog="srd-sample", description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="RUN/checkpoint.pt written by srd-train (or the RUN folder)")
     p.add_argument(
@@ -64,43 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop after sampling and decoding (writes representations.pt and summary.json)",
     )
-    p.add_argument(
-        "--composition",
-        choices=COMPOSITION_DECODINGS,
-        default="largest-remainder",
-        help="how a (generated) R's composition fractions become atom counts: largest-remainder (SPEC: "
-        "renormalise, then largest-remainder rounding) or nearest (the counts nearest to n x fractions "
-        "without renormalising; robust to noise spread over many elements)",
-    )
-    p.add_argument("--trials", type=positive_int, default=d.trials, help="reconstruction: random restarts")
-    p.add_argument("--hops", type=positive_int, default=d.hops, help="reconstruction: basin hops per trial")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="reconstruction: Adam steps per hop")
-    p.add_argument("--lr", type=float, default=d.lr, help="reconstruction: initial learning rate")
-    p.add_argument(
-        "--hop-size", type=float, default=d.hop_size, help="reconstruction: hop amplitude (Angstrom)"
-    )
-    p.add_argument(
-        "--swap-prob",
-        type=float,
-        default=d.swap_prob,
-        help="reconstruction: probability that a hop exchanges two atoms of different elements",
-    )
-    p.add_argument("--tol", type=float, default=None, help="reconstruction: stop a crystal at this loss")
-    p.add_argument(
-        "--polish-steps",
-        type=int,
-        default=d.polish_steps,
-        help="reconstruction: refine every trial before choosing (0 = off)",
-    )
+    add_reconstruction_args(p, help_prefix="reconstruction: ")
     p.add_argument(
         "--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch"
-    )
-    p.add_argument(
-        "--dmin-weight",
-        type=float,
-        default=d.dmin_weight,
-        help="reconstruction: weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
-        "a larger weight keeps generated crystals from overlapping atoms",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -192,18 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"wrote {reps_path}"
         )
         return 0
-    config = ReconstructConfig(
-        trials=args.trials,
-        hops=args.hops,
-        steps=args.steps,
-        lr=args.lr,
-        hop_size=args.hop_size,
-        swap_prob=args.swap_prob,
-        seed=args.seed,
-        tol=args.tol,
-        polish_steps=args.polish_steps,
-        dmin_weight=args.dmin_weight,
-    )
+    config = reconstruct_config(args)
     summary = run_job(
         items,
         out,

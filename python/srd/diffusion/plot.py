@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from ..utils import atomic_write_bytes
 
 
 def plot_loss(run: str | Path, out: str | Path | None = None, window: int = 50) -> Path | None:
@@ -36,8 +39,8 @@ def plot_loss(run: str | Path, out: str | Path | None = None, window: int = 50) 
     ax.legend()
     fig.tight_layout()
     out = Path(out) if out else run / "loss.png"
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(out, buf.getvalue())
     return out

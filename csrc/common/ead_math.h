@@ -232,6 +232,21 @@ SRD_HD void to_fractional(const Cell<T>& c, const T* r, T* f) {
 // For fixed (na, nb) the exact range of nc with |u + nc c| <= radius solves a quadratic, so the
 // innermost loop visits only true neighbours (plus rounding at the two ends, filtered by r <= rc).
 // ------------------------------------------------------------------------------------------
+// Upper bound of the periodic images of one atom within `radius` (for any fractional difference):
+// the plane-spacing box, prod_k (2 radius / spacing_k + 2). The work and memory of a neighbour search
+// grow with it (as 1 / volume for small cells), so the ops refuse crystals whose bound times their atom
+// count exceeds kMaxNeighboursPerAtom, before allocating anything (a one-atom cell with a = 0.02 A
+// would otherwise need ~4e9 neighbours, 8+ GB). Real crystals stay far below: ~1e4 per atom for a
+// 20 A cutoff in the benchmarks (about 6,000 for a 20-atom MP-20 cell).
+constexpr double kMaxNeighboursPerAtom = 4e6;
+
+template <typename T>
+SRD_HD double image_count_bound(const Cell<T>& c, double radius) {
+  double bound = 1.0;
+  for (int k = 0; k < 3; ++k) bound *= 2.0 * radius / static_cast<double>(c.spacing[k]) + 2.0;
+  return bound;
+}
+
 template <typename T>
 SRD_HD void image_range(T radius_over_spacing, T df, int& lo, int& hi) {
   // A relative slack of 1e-9 keeps the range a superset despite rounding; r <= rc filters after.

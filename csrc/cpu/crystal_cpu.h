@@ -99,11 +99,29 @@ struct HostBatch {
     }
   }
 
+  // Refuses (ValueError) a crystal whose neighbour search within `radius` would be unreasonable: more
+  // than kMaxNeighboursPerAtom images per atom by the plane-spacing bound (ead_math.h). Called before
+  // any per-pair allocation.
+  void check_image_bound(double radius, const char* op) const {
+    for (int64_t b = 0; b < n_crystals; ++b) {
+      const double n = static_cast<double>(ptr[b + 1] - ptr[b]);
+      const double bound = n * image_count_bound(cells[b], radius);
+      TORCH_CHECK_VALUE(bound <= kMaxNeighboursPerAtom, op, ": cells[", b, "] is too small or too flat for a ",
+                        radius, " Angstrom neighbour search: plane spacings ", cells[b].spacing[0], ", ",
+                        cells[b].spacing[1], ", ", cells[b].spacing[2], " Angstrom, volume ", std::fabs(cells[b].det),
+                        " Angstrom^3 for ", n, " atoms give up to ", bound,
+                        " periodic neighbours per atom (the limit is ", kMaxNeighboursPerAtom,
+                        "); the cell is degenerate or unphysically dense");
+    }
+  }
+
   // Visits every (j, image) of centre i with 0 < |d| <= radius, d = r_j + n @ H - r_i (float64),
   // calling visit(j, d[3], r2, s[3]) with s the integer shift relative to the ORIGINAL (unwrapped)
-  // positions: d = pos_j - pos_i + s @ H, which is what the cell gradient needs.
+  // positions: d = pos_j - pos_i + s @ H, which is what the cell gradient needs. With keep_coincident,
+  // other atoms at distance 0 (coincident with i) are visited too (only the atom itself is skipped):
+  // the nearest-pair search needs them (d_min = 0), the descriptor must not (d / |d| is undefined).
   template <typename Visit>
-  void for_each_neighbor(int64_t i, double radius, Visit&& visit) const {
+  void for_each_neighbor(int64_t i, double radius, Visit&& visit, bool keep_coincident = false) const {
     const int64_t b = crystal[i];
     const Cell<double>& c = cells[b];
     const Frame& f = frames[b];
@@ -143,7 +161,7 @@ struct HostBatch {
             double d[3];
             for (int k = 0; k < 3; ++k) d[k] = u[k] + nc * hc[k];
             const double r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-            if (r2 > r2max || r2 <= 0.0) continue;
+            if (r2 > r2max || (r2 <= 0.0 && (j == i || !keep_coincident))) continue;
             const int64_t s[3] = {na + offset[3 * i] - offset[3 * j], nb + offset[3 * i + 1] - offset[3 * j + 1],
                                   nc + offset[3 * i + 2] - offset[3 * j + 2]};
             visit(j, d, r2, s);

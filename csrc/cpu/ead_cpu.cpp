@@ -564,6 +564,7 @@ std::tuple<at::Tensor, at::Tensor> ead_forward_cpu(const at::Tensor& positions, 
   if (N == 0) return {features, rho};
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "ead_forward_cpu", [&] {
     const HostBatch hb(pos, cel, pt, "srd.ead", static_cast<const scalar_t*>(nullptr));
+    hb.check_image_bound(grid.reach, "srd.ead");
     if (lmax >= 1)
       forward_impl<scalar_t, true>(grid, hb, num.data_ptr<int64_t>(), features.data_ptr<scalar_t>(),
                                    rho.data_ptr<scalar_t>());
@@ -599,6 +600,7 @@ std::tuple<at::Tensor, at::Tensor> ead_backward_cpu(const at::Tensor& grad_featu
   if (N == 0) return {grad_pos, grad_cell};
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "ead_backward_cpu", [&] {
     const HostBatch hb(pos, cel, pt, "srd.ead_backward", static_cast<const scalar_t*>(nullptr));
+    hb.check_image_bound(grid.reach, "srd.ead_backward");
     if (lmax >= 1)
       backward_impl<scalar_t, true>(grid, hb, num.data_ptr<int64_t>(), gf.data_ptr<scalar_t>(),
                                     rh.data_ptr<scalar_t>(), grad_pos.data_ptr<scalar_t>(),

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kNearestThreads)
       T d[3];
       for (int k = 0; k < 3; ++k) d[k] = u[k] + nc * hc[k];
       const T r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-      if (r2 > r2max || r2 <= T(0)) continue;
+      if (r2 > r2max || (r2 <= T(0) && i == j)) continue;  // coincident distinct atoms: d_min = 0
       if (better(r2, static_cast<long long>(L), nc, br2, bL, bnc)) {
         br2 = r2;
         bL = L;

@@ -44,8 +44,13 @@ def validate_batch(
     ptr: torch.Tensor,
     *,
     op: str = "srd.ead_batch",
+    radius: float | torch.Tensor | None = None,
 ) -> None:
-    """Check shapes, dtypes, devices and values of a ragged batch; raise ValueError naming the problem."""
+    """Check shapes, dtypes, devices and values of a ragged batch; raise ValueError naming the problem.
+
+    ``radius`` (Angstrom, the descriptor's reach): also refuse crystals whose periodic-image search within
+    it would be unreasonable (:data:`MAX_NEIGHBOURS_PER_ATOM`, the kernels' bound, checked on every device).
+    """
     for name, t in (("positions", positions), ("cells", cells), ("ptr", ptr)) + (
         (("numbers", numbers),) if numbers is not None else ()
     ):
@@ -115,11 +120,44 @@ def validate_batch(
             f"{op}: cells[{b}] is singular (determinant {float(det[b]):.3g}); its rows must be three "
             "linearly independent lattice vectors"
         )
+    if radius is not None:
+        _check_image_bound(cells.double(), det.abs(), counts, radius, op)
     if numbers is not None:
         out = (numbers < 1) | (numbers > 118)
         if bool(out.any()):
             i = _first_bad_row(out)
             raise ValueError(f"{op}: numbers[{i}] = {int(numbers[i])} is not an atomic number in 1..118")
+
+
+#: The neighbour-search bound of the kernels (kMaxNeighboursPerAtom in csrc/common/ead_math.h): atoms x
+#: prod_k (2 radius / plane spacing_k + 2) periodic images per atom at most.
+MAX_NEIGHBOURS_PER_ATOM = 4e6
+
+
+def _check_image_bound(cells: torch.Tensor, volume: torch.Tensor, counts: torch.Tensor, radius, op: str):
+    """Refuse the first crystal whose image search within ``radius`` (a number or one per crystal) is
+    beyond the kernels' bound."""
+    radius = torch.as_tensor(radius, dtype=torch.float64, device=cells.device).expand(cells.shape[0])
+    faces = torch.stack(
+        [
+            torch.linalg.cross(cells[:, 1], cells[:, 2]),
+            torch.linalg.cross(cells[:, 2], cells[:, 0]),
+            torch.linalg.cross(cells[:, 0], cells[:, 1]),
+        ],
+        dim=1,
+    )
+    spacing = volume[:, None] / faces.norm(dim=2)  # [B, 3] distances between lattice planes
+    bound = counts.to(spacing) * (2 * radius[:, None] / spacing + 2).prod(dim=1)
+    over = bound > MAX_NEIGHBOURS_PER_ATOM
+    if bool(over.any()):
+        b = _first_bad_row(over)
+        sp = ", ".join(f"{float(x):.4g}" for x in spacing[b])
+        raise ValueError(
+            f"{op}: cells[{b}] is too small or too flat for a {float(radius[b]):.4g} Angstrom neighbour search: plane "
+            f"spacings {sp} Angstrom, volume {float(volume[b]):.4g} Angstrom^3 for {int(counts[b])} atoms give up "
+            f"to {float(bound[b]):.3g} periodic neighbours per atom (the limit is {MAX_NEIGHBOURS_PER_ATOM:.0e}); "
+            "the cell is degenerate or unphysically dense"
+        )
 
 
 def _check_params(params: EADParams | None, op: str) -> EADParams:
@@ -170,7 +208,7 @@ def ead_batch(
     params = _check_params(params, op)
     _check_backend(backend, op)
     if check:
-        validate_batch(positions, numbers, cells, ptr, op=op)
+        validate_batch(positions, numbers, cells, ptr, op=op, radius=params.reach)
         numbers = numbers.to(torch.int64)
     if backend == "torch":
         from .reference import ead_batch_reference
@@ -236,7 +274,9 @@ def nearest_pairs(
         d = positions[j] - positions[i] + shifts @ cells[b] the shortest interatomic vector.
     """
     if check:
-        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
+        # The search radius starts at the shortest cell vector (see csrc/cpu/neighbors_cpu.cpp).
+        shortest = cells.detach().double().norm(dim=2).min(dim=1).values if cells.dim() == 3 else None
+        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs", radius=shortest)
     return torch.ops.srd.nearest_pairs(positions.detach(), cells.detach(), ptr)
 
 

@@ -66,6 +66,14 @@ class EADParams:
         """Features per atom: (lmax + 1) * len(etas) * len(mus) (300 for the default grid)."""
         return (self.lmax + 1) * self.n_channels
 
+    @property
+    def reach(self) -> float:
+        """Distance (Angstrom) beyond which a pair contributes nothing: min(cutoff, max mu + the skip
+        half-width of the narrowest Gaussian), as the kernels compute it (EADGrid::reach)."""
+        if not math.isfinite(self.skip_exponent):
+            return self.cutoff
+        return min(self.cutoff, max(self.mus) + math.sqrt(self.skip_exponent / min(self.etas)))
+
     def dense(self) -> EADParams:
         """The same grid with every Gaussian term computed (no skipping)."""
         return EADParams(self.etas, self.mus, self.cutoff, self.lmax, self.l1, math.inf)

@@ -1,7 +1,8 @@
 """A resumable reconstruction job that writes an output folder (used by srd-reconstruct and srd-sample).
 
 Layout of OUT:
-    cifs/<id>.cif       one per reconstructed crystal
+    cifs/<file>.cif     one per reconstructed crystal; <file> is the id made safe and unique
+                        (srd.structures.cif_file_names; results.csv's ``file`` column holds the mapping)
     parts/rank<r>.csv   rows finished by process r (torchrun shards crystals across ranks)
     results.csv         all rows, in input order (merged by rank 0 at the end)
     eval_recon.pt       CDVAE's layout (frac_coords, atom_types, lengths, angles, num_atoms; num_evals = 1);
@@ -31,13 +32,14 @@ from pymatgen.core import Structure
 from .params import EADParams
 from .reconstruct import ReconstructConfig, reconstruct
 from .representation import Decoded
-from .structures import read_structures, save_cdvae_pt, write_cif
+from .structures import cif_file_names, read_structures, save_cdvae_pt, write_cif
 from .utils import atomic_write_text, progress, read_json, run_metadata, write_json
 
 __all__ = ["ReconItem", "run_job", "summary_line", "FIELDS"]
 
 FIELDS = [
     "id",
+    "file",
     "status",
     "formula",
     "n_atoms",
@@ -55,12 +57,14 @@ FIELDS = [
 @dataclass
 class ReconItem:
     """One crystal to reconstruct: its target (None when R did not decode, with the reason) and, for the
-    Table 1 protocol, the ground-truth structure."""
+    Table 1 protocol, the ground-truth structure. ``scored`` marks items of a ground-truth input: they count
+    in the match rate even when their truth could not be read (as misses)."""
 
     id: str
     target: Decoded | None
     reason: str | None = None
     truth: Structure | None = None
+    scored: bool = False
 
 
 def _dist():
@@ -96,11 +100,6 @@ def _write_rows(path: Path, rows: Sequence[dict]) -> None:
     for r in rows:
         w.writerow(r)
     atomic_write_text(path, buf.getvalue())
-
-
-def _safe_name(rid: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in rid)
-    return keep or "crystal"
 
 
 def _check_config(out: Path, resolved: dict, rank: int, world: int) -> None:
@@ -139,6 +138,7 @@ def run_job(
     if len(set(ids)) != len(ids):
         dup = [k for k, v in Counter(ids).items() if v > 1][:3]
         raise ValueError(f"crystal ids must be unique (they name the CIF files); repeated: {dup}")
+    files = dict(zip(ids, cif_file_names(ids)))
     resolved = {
         "algorithm": config.to_dict(),
         "params": params.to_dict(),
@@ -192,12 +192,13 @@ def run_job(
             progress=bar.update,
         )
         for it, res in zip(batch, results):
-            write_cif(out / "cifs" / f"{_safe_name(it.id)}.cif", res.structure)
+            write_cif(out / "cifs" / files[it.id], res.structure)
             rms = match_one(res.structure, it.truth) if it.truth is not None else None
             valid = composition_validity(res.structure) and structure_validity(res.structure)
             my_rows.append(
                 {
                     "id": it.id,
+                    "file": f"cifs/{files[it.id]}",
                     "status": "ok",
                     "formula": res.structure.composition.reduced_formula,
                     "n_atoms": len(res.structure),
@@ -218,11 +219,17 @@ def run_job(
     _barrier(world)
     if rank != 0:
         return {}
-    return _merge(out, items, resolved, elapsed, gen_mode, extra_summary or {})
+    return _merge(out, items, files, resolved, elapsed, gen_mode, extra_summary or {})
 
 
 def _merge(
-    out: Path, items: Sequence[ReconItem], resolved: dict, elapsed: float, gen_mode: bool, extra: dict
+    out: Path,
+    items: Sequence[ReconItem],
+    files: dict[str, str],
+    resolved: dict,
+    elapsed: float,
+    gen_mode: bool,
+    extra: dict,
 ) -> dict:
     rows = {r["id"]: r for r in _read_rows(out / "results.csv")}
     for part in sorted((out / "parts").glob("rank*.csv")):
@@ -230,8 +237,10 @@ def _merge(
     ordered, structures = [], []
     for it in items:
         if it.id in rows:
-            ordered.append(rows[it.id])
-            path = out / "cifs" / f"{_safe_name(it.id)}.cif"
+            row = rows[it.id]
+            row["file"] = f"cifs/{files[it.id]}"  # rows of runs before the file column get it too
+            ordered.append(row)
+            path = out / "cifs" / files[it.id]
             recs = list(read_structures(path)) if path.is_file() else []
             structures.append(recs[0].structure if recs and recs[0].structure is not None else None)
         else:
@@ -241,7 +250,7 @@ def _merge(
                     "id": it.id,
                     "status": "rejected" if it.target is None else "missing",
                     "reason": reason,
-                    "matched": "" if it.truth is None else 0,
+                    "matched": 0 if (it.scored or it.truth is not None) else "",
                 }
             )
             structures.append(None)
@@ -266,7 +275,8 @@ def _merge(
             "evaluations_per_crystal_mean": round(sum(evals) / len(evals), 1) if evals else None,
         },
     }
-    with_truth = [r for r, it in zip(ordered, items) if it.truth is not None]
+    # Every crystal of a ground-truth input counts: unreadable or rejected ones are misses.
+    with_truth = [r for r, it in zip(ordered, items) if it.scored or it.truth is not None]
     if with_truth:
         matched = [r for r in with_truth if str(r.get("matched")) == "1"]
         rms = [float(r["rms"]) for r in matched if r.get("rms")]
@@ -297,9 +307,11 @@ def summary_line(summary: dict) -> str:
     rec = summary.get("reconstruction")
     if rec:
         rmse = "n/a" if rec["rmse"] is None else f"{rec['rmse']:.4f}"
+        n_unusable = rec["n"] - c["reconstructed"]
         line += (
-            f"; match rate {rec['match_rate']:.2f} % (RMSE {rmse}) over {rec['n']} crystals"
-            f" [CDVAE strict: {rec['match_rate_cdvae_strict']:.2f} %]"
+            f"; match rate {rec['match_rate']:.2f} % (RMSE {rmse}) over all {rec['n']} input crystals"
+            + (f" ({n_unusable} unreadable or not reconstructed count as misses)" if n_unusable else "")
+            + f" [CDVAE strict: {rec['match_rate_cdvae_strict']:.2f} %]"
         )
     t = summary["timing"]
     if t["seconds_per_crystal_mean"] is not None:

@@ -6,13 +6,24 @@ import argparse
 import dataclasses
 import json
 import random
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "Terminated",
+    "install_sigterm_handler",
+    "check_output_dir",
+    "check_output_file",
     "run",
     "resolve_device",
     "seed_everything",
@@ -67,17 +78,88 @@ def print_config(name: str, config) -> None:
     print(f"{name} config: {json.dumps(d, default=str)}", file=sys.stderr)
 
 
+#: Exit statuses shared by every srd command.
+EXIT_OK = 0
+#: The job ran and failed (e.g. the training loss became non-finite).
+EXIT_FAILED = 1
+#: Bad input or arguments, or nothing usable in the input: a one-line error, no traceback.
+EXIT_USAGE = 2
+#: Ctrl-C (SIGINT), 128 + 2: finished work was saved.
+EXIT_INTERRUPTED = 130
+#: SIGTERM (what schedulers and ``timeout`` send), 128 + 15: finished work was saved, like Ctrl-C.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised on SIGTERM. A subclass of KeyboardInterrupt, so every ``except KeyboardInterrupt`` that saves
+    finished work on Ctrl-C does the same on SIGTERM."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+def install_sigterm_handler() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread (no-op elsewhere)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def run(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
-    """Entry-point wrapper: user errors become one clear line and exit status 2, not a traceback."""
+    """Entry-point wrapper: user errors become one clear line and exit status 2, not a traceback.
+
+    SIGTERM is handled like Ctrl-C (finished work saved), with exit status 143 instead of 130.
+    """
+    install_sigterm_handler()
     try:
         code = main(None)
+    except Terminated:
+        print(
+            f"{prog}: terminated (SIGTERM); finished work was saved and a rerun resumes it", file=sys.stderr
+        )
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished work was saved and a rerun resumes it", file=sys.stderr)
-        code = 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        code = EXIT_INTERRUPTED
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        code = 2
+        code = EXIT_USAGE
     sys.exit(code)
+
+
+def check_output_dir(path, *, flag: str = "-o/--out") -> Path:
+    """Check, before any work, that ``path`` is (or can be created as) a writable folder; return it.
+
+    Raises ValueError naming the flag when it is a file, or when the folder cannot be created or written.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot create the folder ({err.strerror or err})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".srd-write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: the folder is not writable ({err.strerror or err})") from None
+    return path
+
+
+def check_output_file(path, *, flag: str = "-o/--output") -> Path:
+    """Check, before any work, that ``path`` can be written as a file (not a folder; its folder writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+    check_output_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} {path}: its folder")
+    return path
 
 
 def add_reconstruction_args(p: argparse.ArgumentParser, help_prefix: str = "") -> None:

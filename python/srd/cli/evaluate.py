@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +32,9 @@ scripts/compute_metrics.py does:
                    and the looser SyMat thresholds the StructRepDiff paper used (labelled)
 
 INPUT is a folder with a cifs/ subfolder, a folder of .cif files, a CSV(.gz) with a 'cif' column, or a
-CDVAE-format eval_gen.pt. Writes OUT/metrics.json, OUT/metrics.md (the paper's Table 2 layout with the
+CDVAE-format eval_gen.pt (checked for internal consistency first: an inconsistent file is refused with
+exit status 2; a crystal with non-finite or impossible values is unreadable and counts as invalid, and the
+report says how many and why). Writes OUT/metrics.json, OUT/metrics.md (the paper's Table 2 layout with the
 paper's row and the data ceiling beside ours), OUT/per_crystal.csv and OUT/*.png. The reference's
 fingerprints are cached ($SRD_CACHE_DIR/fingerprints or ~/.cache/srd/fingerprints)."""
 
@@ -132,7 +133,7 @@ def _default_out(inp: Path) -> Path:
 
 def _gen(args) -> int:
     from ..metrics import evaluate_generation, resolve_input
-    from ..metrics.report import summary_table, write_generation_report
+    from ..metrics.report import summary_table, unreadable_summary, write_generation_report
     from ..representation import dataset_from_path
 
     inp = Path(args.input)
@@ -168,6 +169,8 @@ def _gen(args) -> int:
     print(f"srd-evaluate gen: {v['n_generated']} generated crystals ({v['n_valid']} valid) vs {m['n_reference']} "
           f"reference crystals [{dataset or 'custom thresholds'}], {m['seconds']:.0f} s")  # fmt: skip
     print(summary_table(m))
+    if v.get("n_unreadable"):
+        print(f"  {unreadable_summary(m)}")
     fails = m["fingerprint_failures"]
     if fails["generated"] or fails["reference"]:
         print(f"  not read/fingerprinted: {len(fails['generated'])} generated, {len(fails['reference'])} reference "
@@ -218,4 +221,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from ..representation import DATASET_N_MAX, Features, ScalingStats, featurize
 from ..utils import safe_torch_load
-from ._common import HelpFormatter, positive_int, run
+from ._common import HelpFormatter, check_output_file, positive_int, run
 
 DESCRIPTION = """\
 Featurise crystals into StructRepDiff representation vectors R (SPEC section 2): pooled EAD (max and min
@@ -95,6 +94,7 @@ def load_stats(path: str | Path) -> tuple[ScalingStats, int | None, str | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_file(args.output, flag="-o/--output")
     stats = n_max_from_stats = dataset_from_stats = None
     if args.stats:
         stats, n_max_from_stats, dataset_from_stats = load_stats(args.stats)
@@ -143,6 +143,14 @@ def _reason_kind(reason: str) -> str:
         ("partial occupancies", "disordered sites"),
         ("exceeds the limit", "file too large"),
         ("empty CIF", "empty CIF"),
+        ("no atom sites", "no atoms"),
+        ("lists no atoms", "no atoms"),
+        ("volume per atom", "cell too small for its atoms"),
+        ("degenerate cell", "degenerate cell"),
+        ("lattice is singular", "degenerate cell"),
+        ("coincident atoms", "atoms too close"),
+        ("overlapping atoms", "atoms too close"),
+        ("truncated", "truncated frame"),
     ):
         if key in reason:
             return label
@@ -154,4 +162,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

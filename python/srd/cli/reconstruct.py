@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ..structures import read_structures
 from ._common import (
     HelpFormatter,
     add_reconstruction_args,
+    check_output_dir,
     positive_int,
     reconstruct_config,
     resolve_device,
@@ -104,15 +104,17 @@ def _items_from_truth(path: Path, n_max: int, params, limit, show_progress) -> l
     items, good = [], []
     for rec in read_structures(path, limit=limit):
         if rec.structure is None:
-            items.append(ReconItem(rec.id, None, rec.error))
+            items.append(ReconItem(rec.id, None, rec.error, scored=True))
             continue
         try:
             s = prepare_structure(rec.structure, n_max=n_max, where=rec.id)
         except ValueError as err:
-            items.append(ReconItem(rec.id, None, str(err)))
+            items.append(ReconItem(rec.id, None, str(err), scored=True))
             continue
-        items.append(ReconItem(rec.id, None, None, s))
+        items.append(ReconItem(rec.id, None, None, s, scored=True))
         good.append(len(items) - 1)
+    if not good:
+        return items
     targets = decoded_from_structures(
         [items[k].truth for k in good], n_max=n_max, params=params, show_progress=show_progress
     )
@@ -135,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"no such input: {path}")
+    check_output_dir(args.output, flag="-o/--output")
     import os
 
     device = args.device
@@ -170,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dataset": dataset,
             "limit": args.limit,
         }
+    usable = [it for it in items if it.target is not None]
+    if not usable:
+        reasons = [f"{it.id}: {it.reason}" for it in items[:3]]
+        raise ValueError(
+            f"no usable crystal in {path}: {len(items)} read, none can be reconstructed; first: {reasons}"
+        )
     summary = run_job(
         items,
         args.output,
@@ -191,4 +200,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from ..utils import read_json, run_metadata, sha256_file, write_json
 from ._common import (
     HelpFormatter,
     add_reconstruction_args,
+    check_output_dir,
     positive_int,
     reconstruct_config,
     resolve_device,
@@ -82,12 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..diffusion import load_checkpoint, sample_representations
 
     device = resolve_device(args.device)
+    out = check_output_dir(args.output, flag="-o/--output")
     ckpt = Path(args.checkpoint)
     ckpt_file = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
     loaded = load_checkpoint(ckpt_file, device=device)
     meta = loaded[1]
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     sample_key = {
         "checkpoint_sha256": sha256_file(ckpt_file),
         "n": args.num_samples,
@@ -197,4 +196,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

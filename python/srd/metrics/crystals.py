@@ -145,6 +145,10 @@ def _fingerprinter(exact: bool, max_sphere_sites: int) -> StructureFingerprinter
     return _FINGERPRINTER
 
 
+def _finite(s: Structure) -> bool:
+    return bool(np.isfinite(s.lattice.matrix).all() and np.isfinite(s.frac_coords).all())
+
+
 def evaluate_one(record: Record, *, reference: bool, fingerprints: bool = True, exact: bool = False,
                  max_sphere_sites: int = 20000) -> dict:  # fmt: skip
     """Evaluate one crystal like CDVAE's ``Crystal``: a dict of plain values (see :class:`CrystalSet`).
@@ -161,12 +165,18 @@ def evaluate_one(record: Record, *, reference: bool, fingerprints: bool = True, 
     if record.structure is None:
         out["error"] = out["error"] or "unreadable"
         return out
+    if not _finite(record.structure):
+        out["error"] = f"{record.id}: non-finite lattice or coordinates"
+        return out
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             s = canonicalize(record.structure, niggli=reference)
     except Exception as err:  # noqa: BLE001 - e.g. a Niggli reduction failing on a degenerate cell
         out["error"] = f"{record.id}: cannot build the crystal ({type(err).__name__}: {str(err)[:200]})"
+        return out
+    if not _finite(s):
+        out["error"] = f"{record.id}: cannot build the crystal (non-finite lattice or coordinates)"
         return out
     out.update(readable=True, error="", lattice=np.asarray(s.lattice.matrix, dtype=float),
                numbers=np.asarray(s.atomic_numbers, dtype=np.int64), frac=np.asarray(s.frac_coords, dtype=float))  # fmt: skip
@@ -302,11 +312,13 @@ def _file_digest(path: Path) -> str:
 
 def evaluate_file(path: str | os.PathLike, *, reference: bool, workers: int = 1, use_cache: bool = True,
                   exact: bool = False, max_sphere_sites: int = 20000, show_progress: bool = True,
-                  limit: int | None = None) -> CrystalSet:  # fmt: skip
+                  limit: int | None = None, items: Sequence | None = None) -> CrystalSet:  # fmt: skip
     """Evaluate every crystal of a file or folder (any kind :func:`srd.structures.read_structures` reads).
 
     With ``use_cache`` the result is cached under :func:`metrics_cache_dir`, keyed by the sha256 of the
     file bytes, the fingerprint settings, the reference/generated canonicalisation and ``limit``.
+    ``items``: the crystals of ``path`` already read with :func:`srd.structures.read_raw_items` (so that a
+    malformed input is refused before anything else is computed); read here when None.
     """
     path = Path(path)
     if not path.exists():
@@ -329,7 +341,7 @@ def evaluate_file(path: str | os.PathLike, *, reference: bool, workers: int = 1,
             return cs
         except (ValueError, KeyError, TypeError):
             pass  # a stale or damaged cache entry is recomputed
-    items = read_raw_items(path, limit=limit)
+    items = read_raw_items(path, limit=limit) if items is None else list(items)
     if not items:
         raise ValueError(f"{path}: no crystals found")
     source = {"path": str(path), "sha256": digest, "settings": settings, "cache_hit": False}

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Structure
 
+from ..structures import read_raw_items
 from .coverage import coverage_from_distances, emd_metrics, nearest_distances
 from .crystals import CrystalSet, evaluate_file, evaluate_structures
 from .published import COV_THRESHOLDS, DATA_CEILING, PAPER_TABLE2
@@ -30,14 +32,25 @@ DEVIATIONS_FROM_CDVAE = [
     "EMDs use all valid samples when fewer than n_samples are valid (CDVAE raises an exception).",
     "EMDs are averaged over several seeds (np.random.RandomState(seed).choice); CDVAE draws once from the "
     "unseeded global NumPy generator.",
-    "A crystal that cannot be read or built (unreadable CIF, non-positive lattice) counts as a sample that is "
-    "invalid in composition and structure and has no fingerprint (CDVAE would still test its composition).",
+    "A crystal that cannot be read or built (unreadable CIF; in a CDVAE-format .pt: non-finite frac_coords, "
+    "lengths or angles, non-positive lengths, angles of no positive-volume cell) counts as a sample that is "
+    "invalid in composition and structure and has no fingerprint, so it is left out of the coverage distances "
+    "but stays in the COV-P denominator (CDVAE would still test its composition, and counts a crystal with "
+    "NaN coordinates as structurally valid).",
+    "A CDVAE-format .pt that is not internally consistent (sum(num_atoms) != len(atom_types), fewer lengths or "
+    "angles than crystals, atom types that are not atomic numbers 1..118, ...) is refused with an error "
+    "(CDVAE asserts on some of these and silently misreads others).",
     "Reference crystals without fingerprints are left out of coverage and listed (CDVAE would crash).",
     "Crystals so dense that CrystalNN's 7 A search sphere would hold more than max_sphere_sites atoms are not "
     "fingerprinted (listed as failures; only crystals with overlapping atoms can be that dense).",
     "CrystalNN order parameters are computed by srd's vectorised implementation of pymatgen's formulas; they "
     "equal matminer's to floating-point rounding (use --exact-fingerprints for matminer itself).",
 ]
+
+
+#: How many unreadable generated crystals metrics.json names in validity.unreadable_examples (all of them
+#: are listed under fingerprint_failures).
+N_UNREADABLE_EXAMPLES = 5
 
 
 @dataclass
@@ -81,6 +94,7 @@ def generation_metrics(
         cov_thresholds = {name: table[dataset] for name, table in COV_THRESHOLDS.items()}
     n = len(gen)
     valid = gen.valid
+    unreadable = np.flatnonzero(~gen.readable)
     emd = emd_metrics(
         gen.density[valid], gen.n_elements[valid],
         ref.density[ref.readable], ref.n_elements[ref.readable],
@@ -124,6 +138,10 @@ def generation_metrics(
             "valid": _pct(valid.mean()),
             "n_generated": n,
             "n_readable": int(gen.readable.sum()),
+            "n_unreadable": len(unreadable),
+            "unreadable_examples": [
+                {"id": gen.ids[i], "error": gen.errors[i]} for i in unreadable[:N_UNREADABLE_EXAMPLES]
+            ],
             "n_fingerprinted": int(gen.fp_ok.sum()),
             "n_valid": int(valid.sum()),
         },
@@ -167,10 +185,17 @@ def evaluate_generation(
         "max_sphere_sites": max_sphere_sites,
         "show_progress": show_progress,
     }
-    ref = evaluate_file(reference, reference=True, use_cache=use_cache, **common)
     if isinstance(generated, str | os.PathLike):
-        gen = evaluate_file(resolve_input(generated), reference=False, use_cache=False, **common)
+        # Read (and so validate) the generated crystals before the reference is evaluated: a malformed
+        # input (e.g. an inconsistent CDVAE-format .pt) is refused before anything is computed.
+        gen_path = resolve_input(generated)
+        gen_items = read_raw_items(gen_path)
+        if not gen_items:
+            raise ValueError(f"{gen_path}: no crystals found")
+        ref = evaluate_file(reference, reference=True, use_cache=use_cache, **common)
+        gen = evaluate_file(gen_path, reference=False, use_cache=False, items=gen_items, **common)
     else:
+        ref = evaluate_file(reference, reference=True, use_cache=use_cache, **common)
         gen = evaluate_structures(list(generated), reference=False, desc="generated", **common)
     metrics = generation_metrics(
         gen, ref, dataset=dataset, n_samples=n_samples, seeds=seeds, cov_thresholds=cov_thresholds

@@ -131,10 +131,13 @@ def _reference_table(reference) -> dict[str, tuple[str, str]]:
 
 
 def evaluate_reconstruction(out_dir, reference, *, workers: int = 1, show_progress: bool = False) -> dict:
-    """Score a srd-reconstruct output folder (``cifs/<id>.cif`` + ``results.csv``) against a reference CSV.
+    """Score a srd-reconstruct output folder (``cifs/*.cif`` + ``results.csv``) against a reference CSV.
 
-    Every id of results.csv (or, without it, every ``cifs/*.cif``) is matched to the reference crystal
-    with the same id (``material_id`` column, else the row number). A missing or unreadable CIF is a miss.
+    Every id of results.csv (or, without it, every ``cifs/*.cif``, id = file stem) is matched to the
+    reference crystal with the same id (``material_id`` column, else the row number). The CIF of an id is
+    results.csv's ``file`` column (srd-reconstruct's id -> file mapping); results.csv files written before
+    that column existed map ids with :func:`srd.structures.cif_file_names`, as srd-reconstruct did. A
+    missing or unreadable CIF is a miss.
 
     Returns :func:`match_structures`'s dict (per_crystal entries gain "id" and "pred_valid") plus
     "cdvae_protocol": the match rate when, as in CDVAE's ``RecEval``, a prediction that is not valid
@@ -142,7 +145,7 @@ def evaluate_reconstruction(out_dir, reference, *, workers: int = 1, show_progre
     """
     import pandas as pd
 
-    from ..structures import StructureReadError, canonicalize, parse_cif
+    from ..structures import StructureReadError, canonicalize, cif_file_names, parse_cif
     from .validity import composition_validity, structure_validity
 
     out_dir = Path(out_dir)
@@ -155,9 +158,15 @@ def evaluate_reconstruction(out_dir, reference, *, workers: int = 1, show_progre
         if "id" not in df.columns:
             raise ValueError(f"{results}: expected an 'id' column, found {list(df.columns)}")
         ids = df["id"].astype(str).tolist()
+        if "file" in df.columns:
+            files = [out_dir / str(f) if isinstance(f, str) and f else None for f in df["file"].tolist()]
+        else:
+            files = [cif_dir / name for name in cif_file_names(ids)]
         id_source = str(results)
     elif cif_dir.is_dir():
-        ids = sorted(f.stem for f in cif_dir.glob("*.cif"))
+        paths = sorted(cif_dir.glob("*.cif"))
+        ids = [f.stem for f in paths]
+        files = list(paths)
         id_source = f"{cif_dir}/*.cif (no results.csv)"
     else:
         raise ValueError(f"{out_dir}: expected results.csv and/or a cifs/ folder written by srd-reconstruct")
@@ -176,16 +185,19 @@ def evaluate_reconstruction(out_dir, reference, *, workers: int = 1, show_progre
     valid: list[bool] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for rid in progress(ids, desc="read", unit="crystal", disable=not show_progress):
+        for rid, f in zip(
+            progress(ids, desc="read", unit="crystal", disable=not show_progress), files, strict=True
+        ):
             cif, where = table[rid]
             try:
                 refs.append(canonicalize(parse_cif(cif, where=where), niggli=True))
             except StructureReadError as err:
                 raise ValueError(f"reference crystal {rid!r} cannot be read: {err}") from None
-            f = cif_dir / f"{rid}.cif"
             pred = None
             err_msg = None
-            if not f.is_file():
+            if f is None:
+                err_msg = "no CIF (not reconstructed)"
+            elif not f.is_file():
                 err_msg = f"missing {f}"
             else:
                 try:

@@ -23,6 +23,7 @@ __all__ = [
     "write_generation_report",
     "metrics_markdown",
     "summary_table",
+    "unreadable_summary",
     "plot_ead_pca",
     "plot_histograms",
     "plot_structures",
@@ -117,6 +118,9 @@ def metrics_markdown(metrics: dict) -> str:
     lines += ["", f"Samples: {v['n_generated']} generated, {v['n_readable']} readable, {v['n_fingerprinted']} "
               f"fingerprinted, {v['n_valid']} valid ({v['valid']:.2f} %). Reference: {metrics['n_reference']} crystals, "
               f"{metrics['n_reference_fingerprinted']} fingerprinted."]  # fmt: skip
+    line = unreadable_summary(metrics)
+    if line:
+        lines += ["", line]
     fails = metrics.get("fingerprint_failures", {})
     for side in ("generated", "reference"):
         lst = fails.get(side) or []
@@ -131,6 +135,21 @@ def metrics_markdown(metrics: dict) -> str:
     if figs:
         lines += ["", "Figures: " + ", ".join(f"[{f}]({f})" for f in figs)]
     return "\n".join(lines) + "\n"
+
+
+def unreadable_summary(metrics: dict, *, examples: int = 3) -> str:
+    """One line on the generated crystals that could not be read or built (counted invalid), with the
+    first reasons; "" when there are none."""
+    v = metrics["validity"]
+    k = int(v.get("n_unreadable", 0))
+    if not k:
+        return ""
+    shown = [e["error"] or e["id"] for e in (v.get("unreadable_examples") or [])[:examples]]
+    more = "; ..." if k > len(shown) else ""
+    return (
+        f"Unreadable generated crystals: {k} of {v['n_generated']}, counted invalid (composition and structure) "
+        f"and left out of coverage; first reasons: " + "; ".join(shown) + more
+    )
 
 
 def summary_table(metrics: dict) -> str:

@@ -135,9 +135,14 @@ def structure_validity(
 
     Distances are pymatgen's minimum-image distances between different sites; with
     ``include_self_images`` the shortest lattice translation (an atom's distance to its own image) must
-    also be >= ``cutoff`` (CDVAE does not test it).
+    also be >= ``cutoff`` (CDVAE does not test it). A crystal with non-finite coordinates or lattice is not
+    valid.
     """
     if not np.isfinite(structure.volume) or structure.volume < min_volume:
+        return False
+    # pymatgen reports 1e50 for every distance to an atom with NaN coordinates (which would pass): a crystal
+    # with non-finite coordinates or lattice is never valid (CDVAE's script would count it valid).
+    if not (np.isfinite(structure.lattice.matrix).all() and np.isfinite(structure.frac_coords).all()):
         return False
     dist = np.array(structure.distance_matrix, dtype=float)
     if include_self_images:

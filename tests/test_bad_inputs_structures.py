@@ -392,3 +392,21 @@ def test_sigterm_of_reconstruct_saves_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     for f in (ref / "cifs").glob("*.cif"):
         assert f.read_text() == (out / "cifs" / f.name).read_text()
+
+
+def test_train_and_evaluate_check_their_output_paths(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    r = _run_cli("srd.cli.train", "--data", str(PEROV_TEST), "--out", str(a_file / "run"), "--max-steps", "1")
+    assert r.returncode == 2 and "--out" in r.stderr and "is not a folder" in r.stderr
+    r = _run_cli(
+        "srd.cli.evaluate",
+        "gen",
+        str(PEROV_TEST),
+        "--reference",
+        str(PEROV_TEST),
+        "-o",
+        str(a_file),
+        "--quiet",
+    )
+    assert r.returncode == 2 and f"-o/--out {a_file}: exists and is not a folder" in r.stderr

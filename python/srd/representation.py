@@ -28,7 +28,7 @@ from pymatgen.core import Structure
 
 from .ops import ead_batch, min_distance
 from .params import EADParams
-from .structures import Batch, Record, canonicalize, read_structures
+from .structures import Batch, Record, canonicalize, cell_problem, close_pair_problem, read_structures
 from .utils import atomic_torch_save, progress, run_metadata, safe_torch_load
 
 __all__ = [
@@ -204,8 +204,12 @@ def prepare_structure(
 ) -> Structure:
     """Check that a crystal can be represented and apply CDVAE's canonicalisation (Niggli reduction).
 
-    Raises ValueError with the reason when the crystal is out of range (too many atoms, Z > 96).
+    Raises ValueError with the reason when the crystal is out of range (too many atoms, Z > 96) or
+    unphysical (a volume per atom, cell height or interatomic distance below the floors of
+    :mod:`srd.structures`: ``MIN_VOLUME_PER_ATOM``, ``MIN_CELL_HEIGHT``, ``MIN_PAIR_DISTANCE``).
     """
+    if len(structure) == 0:
+        raise ValueError(f"{where}: the structure has no atoms")
     if len(structure) > n_max:
         raise ValueError(f"{where}: {len(structure)} atoms exceed n_max = {n_max}")
     zmax = max(structure.atomic_numbers)
@@ -214,7 +218,14 @@ def prepare_structure(
         raise ValueError(
             f"{where}: element {el} (Z = {zmax}) is beyond Z = {N_ELEMENTS}, the composition block of R"
         )
-    return canonicalize(structure, niggli=niggli) if niggli else structure
+    # Volume first (Niggli reduction of a degenerate cell is itself unreliable), heights of the cell used.
+    problem = cell_problem(structure.lattice.matrix, len(structure))
+    if problem is None:
+        structure = canonicalize(structure, niggli=niggli) if niggli else structure
+        problem = cell_problem(structure.lattice.matrix, len(structure)) or close_pair_problem(structure)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    return structure
 
 
 def pooled_ead(features: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
@@ -418,6 +429,10 @@ def decode(
         lat = row[layout.lattice].numpy()
         lengths, angles = lat[:3], np.degrees(lat[3:])
         problem = _lattice_problem(lengths, angles)
+        if problem is None:
+            from pymatgen.core import Lattice
+
+            problem = cell_problem(Lattice.from_parameters(*lengths, *angles).matrix, n)
         if problem:
             out.append(Rejected(problem))
             continue
@@ -473,12 +488,67 @@ class Features:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_torch_save(self.to_dict(), path)
+        """Write the feature file, with a checksum of its contents (checked by :meth:`load`)."""
+        from .utils import with_checksum
+
+        atomic_torch_save(with_checksum(self.to_dict()), path)
+
+    def check_finite(self, where: str = "features") -> None:
+        """Raise ValueError naming the rows (index and id) and blocks of R that hold NaN or inf.
+
+        Also refuses non-finite scaling statistics. A model trained on such values learns NaN.
+        """
+        blocks = self.layout.blocks()
+
+        def block_names(cols: torch.Tensor) -> str:
+            names = [n for n, (a, b) in blocks.items() if bool(((cols >= a) & (cols < b)).any())]
+            return ", ".join(names) if names else "?"
+
+        def kinds(vals: torch.Tensor) -> str:
+            out = []
+            if bool(torch.isnan(vals).any()):
+                out.append("NaN")
+            if bool(torch.isinf(vals).any()):
+                out.append("inf")
+            return "/".join(out)
+
+        R = self.R
+        bad = ~torch.isfinite(R)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad.any(dim=1)).flatten()
+            first = []
+            for r in rows[:5].tolist():
+                cols = torch.nonzero(bad[r]).flatten()
+                rid = self.ids[r] if r < len(self.ids) else "?"
+                first.append(
+                    f"row {r} (id {rid!r}): {kinds(R[r, cols])} in block {block_names(cols)} "
+                    f"(column{'s' if len(cols) > 1 else ''} {', '.join(map(str, cols[:4].tolist()))}"
+                    f"{', ...' if len(cols) > 4 else ''})"
+                )
+            more = f"; ... and {len(rows) - 5} more" if len(rows) > 5 else ""
+            raise ValueError(
+                f"{where}: R holds non-finite values (NaN or inf) in {len(rows)} of {R.shape[0]} rows: "
+                f"{'; '.join(first)}{more}. Drop these crystals or featurise again"
+            )
+        for name in ("lo", "hi"):
+            v = getattr(self.stats, name)
+            bad = ~torch.isfinite(v)
+            if bool(bad.any()):
+                cols = torch.nonzero(bad).flatten()
+                raise ValueError(
+                    f"{where}: the scaling statistics ({name}) hold non-finite values in block "
+                    f"{block_names(cols)} (column{'s' if len(cols) > 1 else ''} "
+                    f"{', '.join(map(str, cols[:4].tolist()))}{', ...' if len(cols) > 4 else ''}); "
+                    "they were fitted on non-finite features. Featurise again"
+                )
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "features") -> Features:
+        from .utils import verify_checksum
+
         if not isinstance(d, dict) or d.get("format") != "srd-features":
             raise ValueError(f"{where}: not an srd feature file (written by srd-featurize)")
+        verify_checksum(d, where)
         try:
             params = EADParams.from_dict(json.loads(d["params"]))
             f = cls(
@@ -497,6 +567,7 @@ class Features:
             raise ValueError(
                 f"{where}: R has shape {list(f.R.shape)} but {len(f.ids)} ids and dim {f.layout.dim}"
             )
+        f.check_finite(where)
         return f
 
     @classmethod
@@ -642,6 +713,15 @@ def featurize(
         show_progress=show_progress,
     )
     layout = Layout(params.n_features)
+    # A crystal whose representation is not finite is skipped (named), never passed on.
+    finite = torch.isfinite(raw).all(dim=1)
+    if not bool(finite.all()):
+        for k in torch.nonzero(~finite).flatten().tolist():
+            skipped.append((good[k].id, f"{good[k].id}: non-finite values in its representation R"))
+        good = [r for r, ok in zip(good, finite.tolist()) if ok]
+        raw = raw[finite]
+        if not good:
+            raise ValueError(f"featurize: no usable crystal in {path} (every representation is non-finite)")
     fitted = stats is None
     stats = stats if stats is not None else ScalingStats.fit(raw, layout)
     feats = Features(

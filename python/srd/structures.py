@@ -177,7 +177,9 @@ def parse_cif(text: str, *, where: str = "cif") -> Structure:
             s = Structure.from_str(text, fmt="cif")
     except ZeroDivisionError:
         # pymatgen's symmetry expansion of an empty _atom_site loop divides by the number of sites
-        raise StructureReadError(f"{where}: unreadable CIF (no atom sites: the _atom_site loop lists 0 atoms)") from None
+        raise StructureReadError(
+            f"{where}: unreadable CIF (no atom sites: the _atom_site loop lists 0 atoms)"
+        ) from None
     except Exception as err:  # noqa: BLE001 - pymatgen raises many types
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "no structures" in msg.lower():

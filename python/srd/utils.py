@@ -26,7 +26,22 @@ __all__ = [
     "git_commit",
     "run_metadata",
     "progress",
+    "CHECKSUM_KEY",
+    "content_digest",
+    "with_checksum",
+    "verify_checksum",
 ]
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; done once, at import)."""
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+#: Mode of the files srd writes: what open() would give (0666 minus the umask), not mkstemp's 0600.
+FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -37,6 +52,7 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, FILE_MODE)
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -139,3 +155,115 @@ def progress(
         env = os.environ.get("SRD_PROGRESS")
         disable = (env == "0") if env is not None else False
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Content checksums of saved dicts (feature files, checkpoints)
+# ------------------------------------------------------------------------------------------------
+#: The key under which :func:`with_checksum` stores the digest in a saved dict.
+CHECKSUM_KEY = "checksum"
+_CHECKSUM_PREFIX = "sha256:"
+
+
+def _digest_update(h: Any, obj: Any) -> None:
+    """Feed a canonical, type-tagged, length-prefixed encoding of ``obj`` to the hash ``h``.
+
+    Tensors contribute their dtype, shape and bytes (in C order, from the CPU); dicts their items sorted by
+    the encoding of the keys (so the insertion order does not matter); lists and tuples are the same thing
+    (a round trip through a file may turn one into the other).
+    """
+
+    def put(tag: bytes, payload: bytes) -> None:
+        h.update(tag)
+        h.update(len(payload).to_bytes(8, "little"))
+        h.update(payload)
+
+    if obj is None:
+        put(b"N", b"")
+    elif isinstance(obj, bool):
+        put(b"?", b"1" if obj else b"0")
+    elif isinstance(obj, int):
+        put(b"i", str(int(obj)).encode())
+    elif isinstance(obj, float):
+        put(b"f", repr(float(obj)).encode())
+    elif isinstance(obj, str):
+        put(b"s", str(obj).encode("utf-8", "surrogatepass"))
+    elif isinstance(obj, bytes | bytearray):
+        put(b"b", bytes(obj))
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().contiguous()
+        put(b"t", f"{t.dtype}|{list(t.shape)}".encode())
+        raw = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+        put(b"T", b"")  # the data follow, length-prefixed
+        h.update(int(raw.numel()).to_bytes(8, "little"))
+        h.update(memoryview(raw.numpy()))
+    elif isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            kh = hashlib.sha256()
+            _digest_update(kh, k)
+            items.append((kh.digest(), k, v))
+        items.sort(key=lambda item: item[0])
+        put(b"d", len(items).to_bytes(8, "little"))
+        for kd, _, v in items:
+            h.update(kd)
+            _digest_update(h, v)
+    elif isinstance(obj, list | tuple):
+        put(b"l", len(obj).to_bytes(8, "little"))
+        for v in obj:
+            _digest_update(h, v)
+    elif isinstance(obj, torch.dtype | torch.device):
+        put(b"r", f"{type(obj).__name__}:{obj}".encode())
+    elif hasattr(obj, "item") and callable(obj.item) and not hasattr(obj, "__len__"):  # numpy scalars
+        _digest_update(h, obj.item())
+    elif hasattr(obj, "tobytes") and hasattr(obj, "dtype") and hasattr(obj, "shape"):  # numpy arrays
+        _digest_update(h, torch.from_numpy(obj.copy()))
+    else:
+        raise TypeError(f"content_digest: cannot hash a {type(obj).__name__}")
+
+
+def content_digest(obj: Any) -> str:
+    """sha256 (hex) of ``obj``'s contents: every tensor's dtype, shape and bytes and every plain value, in
+    a canonical order (dict keys sorted), so that a saved and reloaded object has the same digest."""
+    h = hashlib.sha256()
+    _digest_update(h, obj)
+    return h.hexdigest()
+
+
+def with_checksum(d: dict) -> dict:
+    """A shallow copy of ``d`` with ``d[CHECKSUM_KEY] = "sha256:<content_digest of the other entries>"``."""
+    body = {k: v for k, v in d.items() if k != CHECKSUM_KEY}
+    return {**body, CHECKSUM_KEY: _CHECKSUM_PREFIX + content_digest(body)}
+
+
+def verify_checksum(d: dict, where: str) -> bool:
+    """Check the checksum stored by :func:`with_checksum` (raise ValueError naming ``where`` if it differs).
+
+    Returns True when ``d`` had a checksum, False when it has none (a file written before srd stored them,
+    accepted as it is).
+    """
+    if not isinstance(d, dict) or CHECKSUM_KEY not in d:
+        return False
+    stored = d[CHECKSUM_KEY]
+    if not isinstance(stored, str) or not stored.startswith(_CHECKSUM_PREFIX):
+        raise ValueError(
+            f"{where}: checksum mismatch: the file is corrupted (its {CHECKSUM_KEY!r} entry is "
+            f"{str(stored)[:40]!r}, not a sha256 digest); it was not used. Restore a good copy or re-create it"
+        )
+    try:
+        actual = content_digest({k: v for k, v in d.items() if k != CHECKSUM_KEY})
+    except TypeError as err:
+        raise ValueError(
+            f"{where}: checksum mismatch: the file is corrupted ({err}); it was not used"
+        ) from None
+    expected = stored[len(_CHECKSUM_PREFIX) :]
+    if actual != expected:
+        raise ValueError(
+            f"{where}: checksum mismatch: the file is corrupted (its contents hash to sha256 {actual[:16]}..., "
+            f"but {expected[:16]}... was stored when it was written); it was not used. Restore a good copy "
+            "or re-create it"
+        )
+    return True

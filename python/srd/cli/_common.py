@@ -129,10 +129,12 @@ def run(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
     sys.exit(code)
 
 
-def check_output_dir(path, *, flag: str = "-o/--out") -> Path:
+def check_output_dir(path, *, flag: str = "-o/--out", create: bool = True) -> Path:
     """Check, before any work, that ``path`` is (or can be created as) a writable folder; return it.
 
-    Raises ValueError naming the flag when it is a file, or when the folder cannot be created or written.
+    With ``create`` the folder is created (a probe file checks that it is writable); without, nothing is
+    written: a missing folder's nearest existing parent must be a writable folder. Raises ValueError
+    naming the flag when the path is a file, or cannot be created or written.
     """
     import os
     import tempfile
@@ -140,6 +142,15 @@ def check_output_dir(path, *, flag: str = "-o/--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path}: exists and is not a folder")
+    if not create:
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {path}: cannot create the folder ({parent} is not a folder)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: {parent} is not writable")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import HelpFormatter, positive_int, run
+from ._common import HelpFormatter, check_output_dir, positive_int, run
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -150,7 +150,7 @@ def _gen(args) -> int:
             f"cannot tell the dataset from --reference {ref}; pass --dataset perov_5|carbon_24|mp_20 "
             "(it sets the COV thresholds) or --cov-cutoffs STRUCT,COMP"
         )
-    out = Path(args.out) if args.out else _default_out(inp)
+    out = check_output_dir(Path(args.out) if args.out else _default_out(inp), flag="-o/--out", create=False)
     crystals = resolve_input(inp)
     t0 = time.time()
     res = evaluate_generation(
@@ -184,6 +184,8 @@ def _recon(args) -> int:
     from ..utils import run_metadata, write_json
 
     out = Path(args.out)
+    if out.is_dir():
+        check_output_dir(out, flag="OUT", create=False)  # recon_metrics.json is written into it
     ref = Path(args.reference)
     if not ref.is_file():
         raise FileNotFoundError(f"--reference not found: {ref}")

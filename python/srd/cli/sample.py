@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..recon_job import ReconItem, run_job, summary_line
 from ..representation import Features, Rejected, decode
 from ..utils import read_json, run_metadata, sha256_file, write_json
@@ -117,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
         )
         t_diffusion = time.perf_counter() - t0
+        bad = ~torch.isfinite(R).all(dim=1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"the model in {ckpt_file} produced non-finite vectors for {int(bad.sum())} of {len(R)} samples "
+                f"(first: sample {int(torch.nonzero(bad)[0, 0])}); the checkpoint's weights are finite, so the "
+                "sampler diverged: try --sampling-steps with more steps or the EMA weights"
+            )
         feats = Features(
             R,
             [f"gen_{k:06d}" for k in range(len(R))],

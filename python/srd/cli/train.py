@@ -10,7 +10,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import HelpFormatter, positive_int, print_config, run, seed_everything
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    HelpFormatter,
+    check_output_dir,
+    positive_int,
+    print_config,
+    run,
+    seed_everything,
+)
 
 DESCRIPTION = """\
 Train the StructRepDiff DDPM (epsilon-prediction, MSE loss) on the representation vectors R of a
@@ -28,8 +37,12 @@ their val split is the default training split of this repository.
 Multi-process (DistributedDataParallel; gloo on CPU, nccl on GPU; --batch-size is the global batch):
     torchrun --nproc-per-node 2 -m srd.cli.train --data TRAIN --out RUN ...
 
-An interrupted run (Ctrl-C saves a checkpoint) continues with --resume and follows the same loss curve
-as an uninterrupted run.
+An interrupted run (Ctrl-C or SIGTERM finishes the current step and saves a checkpoint) continues with
+--resume and follows the same loss curve as an uninterrupted run.
+
+Exit status: 0 done; 1 the training diverged (the loss became NaN / inf: the last good checkpoint is kept);
+2 bad input (e.g. NaN in the training data, a corrupted feature file or checkpoint); 130 Ctrl-C;
+143 SIGTERM.
 """
 
 EPILOG = """\
@@ -150,13 +163,15 @@ def load_training_features(config, *, rank: int = 0, world: int = 1, show_progre
         print(f"note: --n-max {config.n_max} overrides the n_max of {config.dataset}", file=sys.stderr)
 
     def go():
-        return featurize(
+        feats = featurize(
             path,
             dataset=config.dataset or None,
             n_max=config.n_max or None,
             use_cache=True,
             show_progress=show_progress and rank == 0,
         )
+        feats.check_finite(f"--data {path} (featurised)")
+        return feats
 
     if world == 1:
         return go()
@@ -177,24 +192,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     no_progress = getattr(args, "no_progress", False)
     import torch.distributed as dist
 
-    from ..diffusion.trainer import check_run_dir, setup_distributed, train
+    from ..diffusion.trainer import TrainingDiverged, check_run_dir, setup_distributed, train
 
     config = resolve_config(args)
     rank, world, device = setup_distributed(config.device)
     try:
         if rank == 0:
             print_config("srd-train", config)
+        check_output_dir(args.out, flag="--out", create=False)
         check_run_dir(args.out, config, resume=resume)
         seed_everything(config.seed + rank)
         feats = load_training_features(config, rank=rank, world=world, show_progress=not no_progress)
-        summary = train(
-            config,
-            feats,
-            args.out,
-            resume=resume,
-            device=device,
-            show_progress=False if no_progress else None,
-        )
+        try:
+            summary = train(
+                config,
+                feats,
+                args.out,
+                resume=resume,
+                device=device,
+                show_progress=False if no_progress else None,
+            )
+        except TrainingDiverged as err:
+            if rank == 0:
+                print(f"srd-train: error: {err}", file=sys.stderr)
+            return EXIT_FAILED
         if rank == 0:
             from ..diffusion.plot import plot_loss
 
@@ -208,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return EXIT_OK
 
 
 def entry() -> None:

@@ -11,10 +11,9 @@ import torch
 
 from ..params import EADParams
 from ..representation import ScalingStats
-from ..utils import safe_torch_load
 from .config import TrainConfig
 from .gaussian import GaussianDiffusion
-from .trainer import CHECKPOINT_FORMAT, build_diffusion
+from .trainer import build_diffusion, read_checkpoint
 
 __all__ = ["load_checkpoint", "sample_representations"]
 
@@ -23,6 +22,9 @@ def load_checkpoint(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[GaussianDiffusion, dict]:
     """Load RUN/checkpoint.pt (or a RUN folder) for sampling.
+
+    The checkpoint's checksum and the finiteness of its weights are checked first (ValueError naming the
+    file when it is corrupted or holds NaN / inf weights).
 
     Returns:
         (diffusion, meta): the :class:`GaussianDiffusion` with the trained (non-EMA) weights on ``device``,
@@ -35,9 +37,7 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    ck = safe_torch_load(path, what="checkpoint")
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an srd diffusion checkpoint (written by srd-train)")
+    ck = read_checkpoint(path)  # format, checksum (corrupted bytes are refused), finite weights
     try:
         config = TrainConfig.from_dict(ck["config"], where=f"{path}: config")
         diffusion = build_diffusion(config, ck["model_spec"])

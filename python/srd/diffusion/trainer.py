@@ -17,6 +17,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -28,7 +29,16 @@ import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
 from ..representation import Features
-from ..utils import atomic_torch_save, progress, read_json, run_metadata, safe_torch_load, write_json
+from ..utils import (
+    atomic_torch_save,
+    progress,
+    read_json,
+    run_metadata,
+    safe_torch_load,
+    verify_checksum,
+    with_checksum,
+    write_json,
+)
 from .config import RESUMABLE_FIELDS, TrainConfig, config_diff
 from .denoisers import block_tokens, build_denoiser
 from .ema import EMA
@@ -37,6 +47,8 @@ from .gaussian import GaussianDiffusion
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LOG_COLUMNS",
+    "TrainingDiverged",
+    "read_checkpoint",
     "model_spec",
     "build_diffusion",
     "check_run_dir",
@@ -48,6 +60,86 @@ __all__ = [
 CHECKPOINT_FORMAT = "srd-diffusion-checkpoint"
 CHECKPOINT_VERSION = 1
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "seconds")
+#: The files srd-train writes into RUN (atomically, through hidden ``.<name>.<random>.tmp`` files).
+RUN_FILES = ("checkpoint.pt", "config.json", "log.csv", "loss.png")
+_STALE_TMP = re.compile(r"\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.[A-Za-z0-9_]+\.tmp")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss (or the weights) became non-finite; no checkpoint was written with that state."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint files
+# ------------------------------------------------------------------------------------------------
+def _nonfinite_tensors(obj, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state dict that hold NaN or inf."""
+    bad = []
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "tensor")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += _nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            bad += _nonfinite_tensors(v, f"{prefix}.{i}" if prefix else str(i))
+    return bad
+
+
+def _name_some(names: list[str], k: int = 4) -> str:
+    return ", ".join(names[:k]) + (f", ... ({len(names)} tensors in all)" if len(names) > k else "")
+
+
+def read_checkpoint(path: str | os.PathLike, *, optimizer: bool = False) -> dict:
+    """Load an srd-train checkpoint and check it: format, checksum, finite weights (and optimiser state).
+
+    Raises ValueError naming the file when it is not a checkpoint, is corrupted (checksum mismatch) or
+    holds non-finite model / EMA weights (and, with ``optimizer``, a non-finite optimiser state).
+    Checkpoints written before srd stored checksums load without the checksum test.
+    """
+    path = Path(path)
+    ck = safe_torch_load(path, what="checkpoint")
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an srd diffusion checkpoint (written by srd-train)")
+    verify_checksum(ck, str(path))
+    parts = [("model", ck.get("model"))]
+    if isinstance(ck.get("ema"), dict):
+        parts.append(("ema", ck["ema"].get("shadow")))
+    if optimizer:
+        parts.append(("optimizer", ck.get("optimizer")))
+    for what, state in parts:
+        bad = _nonfinite_tensors(state)
+        if bad:
+            raise ValueError(
+                f"{path}: the {what} weights are not finite (NaN or inf in {_name_some(bad)}) at step "
+                f"{ck.get('step', '?')}; the checkpoint is unusable (the run diverged before srd checked "
+                "for it). Train again, e.g. with a lower --lr"
+            )
+    return ck
+
+
+def _remove_stale_temps(out: Path, log) -> None:
+    """Delete the ``.<name>.<random>.tmp`` files an interrupted atomic write (e.g. SIGKILL) left in RUN."""
+    if not out.is_dir():
+        return
+    for f in sorted(out.iterdir()):
+        if _STALE_TMP.fullmatch(f.name) and f.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                log(f"removed {f}, a temporary file left by an interrupted save")
+
+
+def _last_logged_loss(path: Path, until: int) -> float:
+    """The loss of the last row of log.csv at or before step ``until`` (nan when there is none)."""
+    last = math.nan
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines()[1:]:
+            with contextlib.suppress(ValueError, IndexError):
+                cols = line.split(",")
+                if int(cols[0]) <= until:
+                    last = float(cols[2])
+    return last
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,7 +240,7 @@ def check_run_dir(out: str | os.PathLike, config: TrainConfig, *, resume: bool) 
     ckpt, cfg_file = out / "checkpoint.pt", out / "config.json"
     old = None
     if ckpt.is_file():
-        old = safe_torch_load(ckpt, what="checkpoint").get("config")
+        old = read_checkpoint(ckpt).get("config")
     elif cfg_file.is_file():
         with contextlib.suppress(ValueError, KeyError, OSError):
             old = read_json(cfg_file)["config"]
@@ -307,9 +399,13 @@ def train(
             if is_main:
                 print(msg, file=sys.stderr)
 
+    from ..cli._common import Terminated
+
     out = Path(out)
     device = torch.device(device) if device is not None else resolve_device(config.device)
     resume_from = check_run_dir(out, config, resume=resume)
+    if is_main:
+        _remove_stale_temps(out, log)
     if world > 1:
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
 
@@ -320,6 +416,7 @@ def train(
         raise ValueError(f"features: R has {L} columns but the layout has {layout.dim}")
     if M < 1:
         raise ValueError("features: no training vectors")
+    features.check_finite(f"training data {config.data or ''}".strip())
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} torchrun processes")
     per_rank = config.batch_size // world
@@ -344,10 +441,9 @@ def train(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     loss_count = 0
     resumed_step = None
+    last_loss = float("nan")
     if resume_from is not None:
-        ck = safe_torch_load(resume_from, what="checkpoint")
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{resume_from}: not an srd diffusion checkpoint")
+        ck = read_checkpoint(resume_from, optimizer=True)
         if ck["data"]["sha256"] != fingerprint:
             raise ValueError(
                 f"--resume: the training data differ from those of {resume_from} "
@@ -371,6 +467,9 @@ def train(
         loss_count = int(ck["loss_count"])
         _set_rng_state(ck["rng"])
         resumed_step = step
+        last_loss = float(ck.get("last_loss", math.nan))  # what a finished run resumed reports
+        if not math.isfinite(last_loss):  # a checkpoint of an older srd: the last row of log.csv
+            last_loss = _last_logged_loss(out / "log.csv", step)
         log(f"resuming {out} from step {step} (epoch {epoch}, batch {batch_in_epoch})")
         del ck
 
@@ -398,36 +497,60 @@ def train(
         f"{batches_per_epoch} steps/epoch, {total} steps"
     )
 
+    last_good = {"step": resumed_step}  # step of the last checkpoint written (or resumed from)
+
     def checkpoint(next_epoch: int, next_batch: int) -> None:
+        # Every rank checks (the weights are the same on all), so that all stop together.
+        bad = _nonfinite_tensors(model.state_dict()) + _nonfinite_tensors(
+            ema.state_dict()["shadow"] if ema is not None else {}
+        )
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: the model weights became non-finite (NaN or inf in {_name_some(bad)}) "
+                f"by step {step}; this state was not saved. {last_good_text()}"
+            )
         if not is_main:
             return
         atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "format_version": CHECKPOINT_VERSION,
-                "model": model.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "epoch": next_epoch,
-                "batch_in_epoch": next_batch,
-                "loss_sum": float(loss_sum),
-                "loss_count": loss_count,
-                "seconds": seconds_now(),
-                "rng": _rng_state(),
-                "config": config.to_dict(),
-                "model_spec": spec,
-                "stats": features.stats.to_dict(),
-                "dataset": features.dataset or "",
-                "n_max": int(features.n_max),
-                "params": features.params.to_dict(),
-                "layout": {k: list(v) for k, v in layout.blocks().items()},
-                "dim": int(L),
-                "data": meta["data"],
-                "world_size": world,
-                "meta": _plain_meta(),
-            },
+            with_checksum(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "format_version": CHECKPOINT_VERSION,
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "epoch": next_epoch,
+                    "batch_in_epoch": next_batch,
+                    "loss_sum": float(loss_sum),
+                    "loss_count": loss_count,
+                    "last_loss": float(last_loss),
+                    "seconds": seconds_now(),
+                    "rng": _rng_state(),
+                    "config": config.to_dict(),
+                    "model_spec": spec,
+                    "stats": features.stats.to_dict(),
+                    "dataset": features.dataset or "",
+                    "n_max": int(features.n_max),
+                    "params": features.params.to_dict(),
+                    "layout": {k: list(v) for k, v in layout.blocks().items()},
+                    "dim": int(L),
+                    "data": meta["data"],
+                    "world_size": world,
+                    "meta": _plain_meta(),
+                }
+            ),
             out / "checkpoint.pt",
+        )
+        last_good["step"] = step
+
+    def last_good_text() -> str:
+        advice = "train again (in a new --out) with a lower --lr or grad_clip > 0"
+        if last_good["step"] is None:
+            return f"No checkpoint had been written yet; {advice}"
+        return (
+            f"The last good checkpoint, {out / 'checkpoint.pt'} (step {last_good['step']}), was kept; "
+            f"{advice}"
         )
 
     t0 = time.perf_counter()
@@ -445,16 +568,20 @@ def train(
     data = R.to(device)
     T = diffusion.num_timesteps
 
-    stop = {"flag": False}
-    old_handler = None
+    stop = {"flag": False, "signal": None}
+    old_handlers = {}
     if world == 1 and is_main and _in_main_thread():
 
-        def _on_sigint(signum, frame):  # finish the current step, save, then stop
-            if stop["flag"]:
+        def _on_signal(signum, frame):  # SIGINT / SIGTERM: finish the current step, save, then stop
+            if stop["flag"]:  # a second signal stops at once
+                if signum == signal.SIGTERM:
+                    raise Terminated(f"signal {signum}")
                 raise KeyboardInterrupt
             stop["flag"] = True
+            stop["signal"] = signum
 
-        old_handler = signal.signal(signal.SIGINT, _on_sigint)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, _on_signal)
 
     bar = progress(
         total=total,
@@ -463,7 +590,6 @@ def train(
         unit="step",
         disable=(not is_main) or (None if show_progress is None else not show_progress),
     )
-    last_loss = float("nan")
     ended_at = (epoch, batch_in_epoch)
     time_limit = config.max_minutes * 60.0 if config.max_minutes > 0 else math.inf
     timed_out = False
@@ -481,6 +607,16 @@ def train(
                 t = torch.randint(0, T, (len(idx),), generator=g).to(device)
                 noise = torch.randn((len(idx), L), generator=g).to(device)
                 loss = ddp_model(x0, t, noise)
+                lv = loss.detach().double()
+                if world > 1:
+                    dist.all_reduce(lv)  # every rank sees the same mean, so all stop together below
+                    lv = lv / world
+                if not math.isfinite(float(lv)):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss became non-finite ({float(lv)}) at step {step + 1} "
+                        f"(epoch {epoch}); the step was not taken and this state was not saved. "
+                        + last_good_text()
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -488,10 +624,6 @@ def train(
                 opt.step()
                 if ema is not None:
                     ema.update(model)
-                lv = loss.detach().double()
-                if world > 1:
-                    dist.all_reduce(lv)
-                    lv = lv / world
                 loss_sum += lv
                 loss_count += 1
                 step += 1
@@ -527,15 +659,19 @@ def train(
                 lr = opt.param_groups[0]["lr"]
                 logf.write(f"{step},{last_epoch},{last_loss:.8g},{lr:.6g},{seconds_now():.3f}\n")
         checkpoint(*ended_at)
-        if timed_out:
-            log(f"time limit of {config.max_minutes:g} min reached at step {step}; checkpoint saved")
-        elif stop["flag"] and step < total:
+        if stop["signal"] is not None and step < total:  # a signal wins over a time limit of the same step
+            if stop["signal"] == signal.SIGTERM:
+                log(f"terminated (SIGTERM) at step {step}; checkpoint saved, --resume continues")
+                raise Terminated(f"signal {signal.SIGTERM}")
             log(f"interrupted at step {step}; checkpoint saved, --resume continues")
             raise KeyboardInterrupt
+        if timed_out:
+            log(f"time limit of {config.max_minutes:g} min reached at step {step}; checkpoint saved")
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
         if logf is not None:
             logf.close()
         if tb is not None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import gzip
 
 import pandas as pd
-import pytest
 import torch
 
 from conftest import DATA
 from srd.cli.featurize import main
 from srd.representation import Features
+from srd.structures import read_structures
 
 
 def _small_csv(tmp_path, n=6):
@@ -83,12 +83,17 @@ def test_featurize_stats_reuse_and_cache(tmp_path, capsys, monkeypatch):
     assert torch.equal(Features.load(tmp_path / "again.pt").R, a.R)
 
 
-def test_featurize_needs_n_max(tmp_path):
+def test_featurize_infers_n_max_from_the_input(tmp_path):
     cifs = tmp_path / "cifs"
     cifs.mkdir()
-    df = pd.read_csv(DATA / "perov_5" / "test.csv.gz", nrows=2)
+    df = pd.read_csv(DATA / "mp_20_partial" / "test.csv.gz", nrows=6)
     for k, c in enumerate(df.cif):
         (cifs / f"{k}.cif").write_text(c)
-    with pytest.raises(ValueError, match=r"cannot tell n_max .* pass --n-max N or --dataset"):
-        main([str(cifs), "-o", str(tmp_path / "x.pt"), "--quiet"])
-    assert main([str(cifs), "-o", str(tmp_path / "x.pt"), "--n-max", "5", "--quiet"]) == 0
+    # Neither --n-max nor --dataset (nor a dataset name in the path): the largest crystal of the input.
+    assert main([str(cifs), "-o", str(tmp_path / "x.pt"), "--quiet", "--no-cache"]) == 0
+    f = Features.load(tmp_path / "x.pt")
+    largest = max(len(r.structure) for r in read_structures(cifs))
+    assert f.n_max == largest and f.source["n_max"] == "the largest crystal of this input"
+    assert float(f.raw()[:, f.layout.size].max()) == 1.0
+    assert main([str(cifs), "-o", str(tmp_path / "y.pt"), "--n-max", "20", "--quiet", "--no-cache"]) == 0
+    assert Features.load(tmp_path / "y.pt").n_max == 20

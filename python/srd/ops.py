@@ -45,12 +45,18 @@ def validate_batch(
     *,
     op: str = "srd.ead_batch",
     radius: float | torch.Tensor | None = None,
+    single: bool = False,
 ) -> None:
     """Check shapes, dtypes, devices and values of a ragged batch; raise ValueError naming the problem.
 
     ``radius`` (Angstrom, the descriptor's reach): also refuse crystals whose periodic-image search within
     it would be unreasonable (:data:`MAX_NEIGHBOURS_PER_ATOM`, the kernels' bound, checked on every device).
+    ``single``: the batch is the one crystal of :func:`ead` (messages then name ``cell``, not ``cells[0]``).
     """
+
+    def cell(b: int) -> str:
+        return "cell" if single else f"cells[{b}]"
+
     for name, t in (("positions", positions), ("cells", cells), ("ptr", ptr)) + (
         (("numbers", numbers),) if numbers is not None else ()
     ):
@@ -110,18 +116,18 @@ def validate_batch(
     bad = ~torch.isfinite(cells)
     if bool(bad.any()):
         b = _first_bad_row(bad)
-        raise ValueError(f"{op}: cells[{b}] is not finite: {cells[b].tolist()}")
+        raise ValueError(f"{op}: {cell(b)} is not finite: {cells[b].tolist()}")
     det = torch.linalg.det(cells.double())
     scale = cells.double().norm(dim=2).prod(dim=1)
     singular = det.abs() <= 1e-10 * scale
     if bool(singular.any()):
         b = _first_bad_row(singular)
         raise ValueError(
-            f"{op}: cells[{b}] is singular (determinant {float(det[b]):.3g}); its rows must be three "
+            f"{op}: {cell(b)} is singular (determinant {float(det[b]):.3g}); its rows must be three "
             "linearly independent lattice vectors"
         )
     if radius is not None:
-        _check_image_bound(cells.double(), det.abs(), counts, radius, op)
+        _check_image_bound(cells.double(), det.abs(), counts, radius, op, cell)
     if numbers is not None:
         out = (numbers < 1) | (numbers > 118)
         if bool(out.any()):
@@ -134,7 +140,9 @@ def validate_batch(
 MAX_NEIGHBOURS_PER_ATOM = 4e6
 
 
-def _check_image_bound(cells: torch.Tensor, volume: torch.Tensor, counts: torch.Tensor, radius, op: str):
+def _check_image_bound(
+    cells: torch.Tensor, volume: torch.Tensor, counts: torch.Tensor, radius, op: str, cell
+):
     """Refuse the first crystal whose image search within ``radius`` (a number or one per crystal) is
     beyond the kernels' bound."""
     radius = torch.as_tensor(radius, dtype=torch.float64, device=cells.device).expand(cells.shape[0])
@@ -153,7 +161,7 @@ def _check_image_bound(cells: torch.Tensor, volume: torch.Tensor, counts: torch.
         b = _first_bad_row(over)
         sp = ", ".join(f"{float(x):.4g}" for x in spacing[b])
         raise ValueError(
-            f"{op}: cells[{b}] is too small or too flat for a {float(radius[b]):.4g} Angstrom neighbour search: plane "
+            f"{op}: {cell(b)} is too small or too flat for a {float(radius[b]):.4g} Angstrom neighbour search: plane "
             f"spacings {sp} Angstrom, volume {float(volume[b]):.4g} Angstrom^3 for {int(counts[b])} atoms give up "
             f"to {float(bound[b]):.3g} periodic neighbours per atom (the limit is {MAX_NEIGHBOURS_PER_ATOM:.0e}); "
             "the cell is degenerate or unphysically dense"
@@ -204,28 +212,24 @@ def ead_batch(
         [N, (lmax + 1) * len(etas) * len(mus)] features laid out [L][eta][mu] (mu fastest); [N, 300]
         for the default grid. Gradients flow to positions and cells.
     """
-    op = "srd.ead_batch"
+    return _ead_batch(
+        positions, numbers, cells, ptr, params, backend, check, op="srd.ead_batch", single=False
+    )
+
+
+def _ead_batch(
+    positions, numbers, cells, ptr, params, backend, check, *, op: str, single: bool
+) -> torch.Tensor:
     params = _check_params(params, op)
     _check_backend(backend, op)
     if check:
-        validate_batch(positions, numbers, cells, ptr, op=op, radius=params.reach)
+        validate_batch(positions, numbers, cells, ptr, op=op, radius=params.reach, single=single)
         numbers = numbers.to(torch.int64)
     if backend == "torch":
         from .reference import ead_batch_reference
 
         return ead_batch_reference(positions, numbers, cells, ptr, params=params)
-    features, _ = torch.ops.srd.ead_forward(
-        positions,
-        numbers,
-        cells,
-        ptr,
-        list(params.etas),
-        list(params.mus),
-        float(params.cutoff),
-        int(params.lmax),
-        params.l1 == "cumulative",
-        float(params.skip_exponent),
-    )
+    features, _ = torch.ops.srd.ead_forward(positions, numbers, cells, ptr, *params.op_args())
     return features
 
 
@@ -255,10 +259,9 @@ def ead(
         shape = list(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
         raise ValueError(f"srd.ead: positions must have shape [n, 3], got {shape}")
     ptr = torch.tensor([0, positions.shape[0]], dtype=torch.int64, device=positions.device)
-    try:
-        return ead_batch(positions, numbers, cell.unsqueeze(0), ptr, params=params, backend=backend)
-    except ValueError as err:  # name the single-crystal API in the message
-        raise ValueError(str(err).replace("srd.ead_batch", "srd.ead").replace("cells[0]", "cell")) from None
+    return _ead_batch(
+        positions, numbers, cell.unsqueeze(0), ptr, params, backend, True, op="srd.ead", single=True
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,9 +277,10 @@ def nearest_pairs(
         d = positions[j] - positions[i] + shifts @ cells[b] the shortest interatomic vector.
     """
     if check:
-        # The search radius starts at the shortest cell vector (see csrc/cpu/neighbors_cpu.cpp).
-        shortest = cells.detach().double().norm(dim=2).min(dim=1).values if cells.dim() == 3 else None
-        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs", radius=shortest)
+        # No image bound here: the search radius is the shortest cell vector, so its cost does not grow as
+        # a cell shrinks (tiny cells cost the same as large ones of their shape) and the CPU ranges are
+        # exact even for very oblique cells; srd.structures.cell_problem refuses degenerate input cells.
+        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
     return torch.ops.srd.nearest_pairs(positions.detach(), cells.detach(), ptr)
 
 

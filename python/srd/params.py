@@ -39,22 +39,29 @@ class EADParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "etas", tuple(float(e) for e in self.etas))
         object.__setattr__(self, "mus", tuple(float(m) for m in self.mus))
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(f"EADParams.{p}" for p in problems))
+
+    def problems(self) -> list[str]:
+        """Every problem of the grid (field, expected, found), as TrainConfig and ReconstructConfig report
+        theirs: all at once, not the first only."""
+        out = []
         if not self.etas or any(not math.isfinite(e) or e <= 0 for e in self.etas):
-            raise ValueError(
-                f"EADParams.etas must be a non-empty list of finite numbers > 0, got {self.etas}"
-            )
+            out.append(f"etas must be a non-empty list of finite numbers > 0, got {list(self.etas)}")
         if not self.mus or any(not math.isfinite(m) for m in self.mus):
-            raise ValueError(f"EADParams.mus must be a non-empty list of finite numbers, got {self.mus}")
-        if any(b <= a for a, b in zip(self.mus, self.mus[1:])):
-            raise ValueError("EADParams.mus must be strictly ascending")
+            out.append(f"mus must be a non-empty list of finite numbers, got {list(self.mus)}")
+        elif any(b <= a for a, b in zip(self.mus, self.mus[1:])):
+            out.append("mus must be strictly ascending")
         if not math.isfinite(self.cutoff) or self.cutoff <= 0:
-            raise ValueError(f"EADParams.cutoff must be a finite number > 0 (Angstrom), got {self.cutoff}")
+            out.append(f"cutoff must be a finite number > 0 (Angstrom), got {self.cutoff}")
         if self.lmax not in (0, 1):
-            raise ValueError(f"EADParams.lmax must be 0 or 1, got {self.lmax}")
+            out.append(f"lmax must be 0 or 1, got {self.lmax}")
         if self.l1 not in ("cumulative", "separate"):
-            raise ValueError(f"EADParams.l1 must be 'cumulative' or 'separate', got {self.l1!r}")
+            out.append(f"l1 must be 'cumulative' or 'separate', got {self.l1!r}")
         if not self.skip_exponent > 0:
-            raise ValueError(f"EADParams.skip_exponent must be > 0 (or math.inf), got {self.skip_exponent}")
+            out.append(f"skip_exponent must be > 0 (or math.inf), got {self.skip_exponent}")
+        return out
 
     @property
     def n_channels(self) -> int:
@@ -73,6 +80,18 @@ class EADParams:
         if not math.isfinite(self.skip_exponent):
             return self.cutoff
         return min(self.cutoff, max(self.mus) + math.sqrt(self.skip_exponent / min(self.etas)))
+
+    def op_args(self) -> tuple:
+        """The grid as the trailing arguments of ``torch.ops.srd.ead_forward`` / ``ead_backward``:
+        (etas, mus, cutoff, lmax, cumulative, skip_exponent)."""
+        return (
+            list(self.etas),
+            list(self.mus),
+            float(self.cutoff),
+            int(self.lmax),
+            self.l1 == "cumulative",
+            float(self.skip_exponent),
+        )
 
     def dense(self) -> EADParams:
         """The same grid with every Gaussian term computed (no skipping)."""

@@ -28,8 +28,16 @@ from pymatgen.core import Structure
 
 from .ops import ead_batch, min_distance
 from .params import EADParams
-from .structures import Batch, Record, canonicalize, cell_problem, close_pair_problem, read_structures
-from .utils import atomic_torch_save, progress, run_metadata, safe_torch_load
+from .structures import (
+    MAX_SITES,
+    Batch,
+    Record,
+    canonicalize,
+    cell_problem,
+    close_pair_problem,
+    read_structures,
+)
+from .utils import atomic_torch_save, cache_root, progress, run_metadata, safe_torch_load, sha256_file
 
 __all__ = [
     "EAD_SCALE",
@@ -585,21 +593,15 @@ def dataset_from_path(path: str | os.PathLike) -> str | None:
 
 
 def cache_dir() -> Path:
-    """Where featurised inputs are cached: $SRD_CACHE_DIR, else ~/.cache/srd/features."""
-    env = os.environ.get("SRD_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "srd" / "features"
+    """Where featurised inputs are cached: $SRD_CACHE_DIR/features, else ~/.cache/srd/features."""
+    return cache_root("features")
 
 
 def _cache_key(
     path: Path, *, n_max: int, params: EADParams, niggli: bool, stats: ScalingStats | None, limit
 ) -> str:
     h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(path.glob("*.cif")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    else:
-        h.update(path.read_bytes())
+    h.update(sha256_file(path).encode())
     h.update(json.dumps(params.to_dict(), default=str).encode())
     h.update(f"n_max={n_max};niggli={niggli};limit={limit};v={FEATURE_VERSION}".encode())
     if stats is not None:
@@ -663,7 +665,8 @@ def featurize(
     """Featurise every crystal of ``path`` (see :func:`srd.structures.read_structures` for the kinds).
 
     Args:
-        n_max: largest atom count (the size entry is n / n_max); default: from ``dataset``.
+        n_max: largest atom count (the size entry is n / n_max); default: from ``dataset``, else the
+            input's largest crystal.
         dataset: perov_5, carbon_24 or mp_20 (sets n_max); guessed from the path when not given.
         stats: scaling statistics to apply (e.g. those of the training split); default: fitted here.
         limit: only the first ``limit`` crystals.
@@ -676,17 +679,25 @@ def featurize(
     path = Path(path)
     params = params or EADParams()
     dataset = dataset or dataset_from_path(path)
-    if n_max is None:
-        if dataset is None:
-            raise ValueError(
-                f"featurize: cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20"
-            )
+    inferred = False
+    if n_max is None and dataset is not None:
         if dataset not in DATASET_N_MAX:
             raise ValueError(f"featurize: unknown dataset {dataset!r}; known: {sorted(DATASET_N_MAX)}")
         n_max = DATASET_N_MAX[dataset]
-    if n_max < 1:
+    elif n_max is None:
+        # Neither given: the input's own largest crystal (fine for a training split; pass the training
+        # split's n_max for other splits so that the size entries agree).
+        inferred = True
+    if n_max is not None and n_max < 1:
         raise ValueError(f"featurize: n_max must be >= 1, got {n_max}")
-    key = _cache_key(path, n_max=n_max, params=params, niggli=niggli, stats=stats, limit=limit)
+    key = _cache_key(
+        path,
+        n_max=n_max if not inferred else "inferred",
+        params=params,
+        niggli=niggli,
+        stats=stats,
+        limit=limit,
+    )
     cached = cache_dir() / f"{key}.pt"
     if use_cache and cached.is_file():
         try:
@@ -697,9 +708,16 @@ def featurize(
             pass  # a stale or damaged cache entry is recomputed
     workers = workers if workers is not None else (os.cpu_count() or 1)
     records = _read_and_prepare(
-        path, n_max=n_max, niggli=niggli, limit=limit, workers=workers, show_progress=show_progress
+        path,
+        n_max=MAX_SITES if inferred else n_max,
+        niggli=niggli,
+        limit=limit,
+        workers=workers,
+        show_progress=show_progress,
     )
     good = [r for r in records if r.structure is not None]
+    if inferred and good:
+        n_max = max(len(r.structure) for r in good)
     skipped = [(r.id, r.error or "unknown error") for r in records if r.structure is None]
     if not good:
         raise ValueError(
@@ -740,6 +758,7 @@ def featurize(
             "stats": "fitted on this input" if fitted else "given",
             "niggli": niggli,
             "limit": limit,
+            "n_max": "the largest crystal of this input" if inferred else "given",
         },
     )
     if use_cache:

@@ -23,6 +23,7 @@ __all__ = [
     "write_json",
     "read_json",
     "sha256_file",
+    "cache_root",
     "git_commit",
     "run_metadata",
     "progress",
@@ -115,11 +116,25 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, or of a folder's ``*.cif`` files (names and bytes, in sorted order): the one
+    digest srd uses for caches and provenance."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    path = Path(path)
+    files = sorted(path.glob("*.cif")) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
     return h.hexdigest()
+
+
+def cache_root(kind: str) -> Path:
+    """The cache folder of one kind of derived data (``features``, ``fingerprints``):
+    ``$SRD_CACHE_DIR/<kind>``, else ``~/.cache/srd/<kind>``."""
+    env = os.environ.get("SRD_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "srd") / kind
 
 
 def git_commit() -> str | None:
@@ -148,12 +163,23 @@ def run_metadata() -> dict:
 def progress(
     iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw
 ):
-    """A tqdm progress bar (on stderr; silent when stderr is not a terminal unless SRD_PROGRESS=1)."""
+    """A tqdm progress bar on stderr.
+
+    ``disable=None`` (the default of the tools): shown when stderr is a terminal, silent when it is a file
+    or a pipe (logs of batch jobs stay clean); SRD_PROGRESS=1 forces bars on, SRD_PROGRESS=0 off. An
+    explicit ``disable=True`` (the tools' -q/--quiet) always wins; ``disable=False`` still honours the
+    terminal rule, so that redirected output never fills with bars.
+    """
+    import sys
+
     from tqdm.auto import tqdm
 
-    if disable is None:
-        env = os.environ.get("SRD_PROGRESS")
-        disable = (env == "0") if env is not None else False
+    env = os.environ.get("SRD_PROGRESS")
+    if disable is not True:
+        if env is not None:
+            disable = env == "0"
+        else:
+            disable = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, **kw)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "Terminated",
     "install_sigterm_handler",
+    "add_quiet_arg",
     "check_output_dir",
     "check_output_file",
     "run",
@@ -129,6 +130,22 @@ def run(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
     sys.exit(code)
 
 
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """The one progress flag of every srd command: -q/--quiet (--no-progress is accepted as an alias).
+
+    Progress bars go to stderr and are also off when stderr is not a terminal (see srd.utils.progress).
+    """
+    p.add_argument(
+        "-q",
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        default=False,
+        help="no progress bars",
+    )
+
+
 def check_output_dir(path, *, flag: str = "-o/--out", create: bool = True) -> Path:
     """Check, before any work, that ``path`` is (or can be created as) a writable folder; return it.
 
@@ -173,17 +190,69 @@ def check_output_file(path, *, flag: str = "-o/--output") -> Path:
     return path
 
 
-def add_reconstruction_args(p: argparse.ArgumentParser, help_prefix: str = "") -> None:
+def _tol(text: str) -> float | None:
+    """--tol: a number, or none/off (no early stopping, e.g. to switch off a budget's)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def budget_help() -> str:
+    """The named reconstruction budgets, one per line with its description and flags (for --help texts)."""
+    from ..reconstruct import PRESETS
+
+    width = max(len(n) for n in PRESETS) + 2
+    lines = []
+    for name, pre in PRESETS.items():
+        lines.append(f"  {name:<{width}}{pre.description}")
+        lines.append(f"  {'':<{width}}= {' '.join(pre.flags())}")
+    return "\n".join(lines)
+
+
+def add_reconstruction_args(
+    p: argparse.ArgumentParser, help_prefix: str = "", *, default_budget: str = "paper"
+) -> None:
     """The flags of Algorithm 2 (and of decoding a representation), shared by srd-reconstruct and srd-sample.
 
-    Defaults come from :class:`srd.reconstruct.ReconstructConfig`; :func:`reconstruct_config` reads them back.
+    ``--budget NAME`` (default ``default_budget``) picks a named budget of :data:`srd.reconstruct.PRESETS`:
+    its values are the defaults, and every flag given explicitly overrides them (the flags have no argparse
+    default, so a flag that is not given is absent from the namespace). :func:`reconstruct_config` reads
+    them back. The flags form one argument group whose --help text lists the budgets.
     """
-    from ..reconstruct import ReconstructConfig
+    from ..reconstruct import PRESETS, ReconstructConfig
     from ..representation import COMPOSITION_DECODINGS
 
+    if default_budget not in PRESETS:
+        raise ValueError(f"unknown default budget {default_budget!r}; known: {', '.join(PRESETS)}")
     d = ReconstructConfig()
+    in_budgets = {k for pre in PRESETS.values() for k in pre.values}
     h = help_prefix
-    p.add_argument(
+
+    def default(field: str) -> str:
+        """What a flag defaults to: the budget's value, or ReconstructConfig's when no budget sets it."""
+        v = getattr(d, field)
+        if field in in_budgets:
+            return f" (default: the budget's; {v} when a budget does not set it)"
+        return f" (default: {v})"
+
+    g = p.add_argument_group(
+        "reconstruction",
+        "--budget NAME sets every setting of the search; the flags below given explicitly override it\n"
+        "(srd/presets/reconstruct.toml; in Python: srd.reconstruct.ReconstructConfig.preset(NAME)):\n"
+        + budget_help(),
+    )
+    sup = argparse.SUPPRESS
+    g.add_argument(
+        "--budget",
+        choices=list(PRESETS),
+        default=default_budget,
+        metavar="NAME",
+        help=f"{h}named reconstruction budget, one of: {', '.join(PRESETS)} (listed above)",
+    )
+    g.add_argument(
         "--composition",
         choices=COMPOSITION_DECODINGS,
         default="largest-remainder",
@@ -191,71 +260,85 @@ def add_reconstruction_args(p: argparse.ArgumentParser, help_prefix: str = "") -
         "renormalise, then largest-remainder rounding) or nearest (the counts nearest to n x fractions "
         "without renormalising; robust to noise spread over many elements)",
     )
-    p.add_argument("--trials", type=positive_int, default=d.trials, help=f"{h}random restarts per crystal")
-    p.add_argument("--hops", type=positive_int, default=d.hops, help=f"{h}basin hops per trial")
-    p.add_argument("--steps", type=positive_int, default=d.steps, help=f"{h}Adam steps per hop")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"{h}initial Adam learning rate (Angstrom)")
-    p.add_argument(
+    g.add_argument(
+        "--trials", type=positive_int, default=sup, help=f"{h}random restarts per crystal" + default("trials")
+    )
+    g.add_argument("--hops", type=positive_int, default=sup, help=f"{h}basin hops per trial" + default("hops"))
+    g.add_argument("--steps", type=positive_int, default=sup, help=f"{h}Adam steps per hop" + default("steps"))
+    g.add_argument(
+        "--lr", type=float, default=sup, help=f"{h}initial Adam learning rate (Angstrom)" + default("lr")
+    )
+    g.add_argument(
         "--plateau-factor",
         type=float,
-        default=d.plateau_factor,
-        help=f"{h}ReduceLROnPlateau factor (per trial)",
+        default=sup,
+        help=f"{h}ReduceLROnPlateau factor (per trial)" + default("plateau_factor"),
     )
-    p.add_argument(
-        "--plateau-patience", type=int, default=d.plateau_patience, help=f"{h}ReduceLROnPlateau patience"
+    g.add_argument(
+        "--plateau-patience",
+        type=int,
+        default=sup,
+        help=f"{h}ReduceLROnPlateau patience" + default("plateau_patience"),
     )
-    p.add_argument(
+    g.add_argument(
         "--hop-size",
         type=float,
-        default=d.hop_size,
-        help=f"{h}hops move every coordinate by U[-hop_size, hop_size] Angstrom",
+        default=sup,
+        help=f"{h}hops move every coordinate by U[-hop_size, hop_size] Angstrom" + default("hop_size"),
     )
-    p.add_argument(
+    g.add_argument(
         "--swap-prob",
         type=float,
-        default=d.swap_prob,
+        default=sup,
         help=f"{h}probability that a hop exchanges two atoms of different elements instead of displacing "
-        "all atoms (0 = the paper's hops)",
+        "all atoms (0 = the paper's hops)" + default("swap_prob"),
     )
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default=d.dtype, help=f"{h}precision of the descent"
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=sup,
+        help=f"{h}precision of the descent" + default("dtype"),
     )
-    p.add_argument(
+    g.add_argument(
         "--tol",
-        type=float,
-        default=None,
+        type=_tol,
+        default=sup,
         help=f"{h}stop a crystal once one of its trials reaches this L1 loss (saves evaluations; crystals "
-        "that never reach it are unaffected)",
+        "that never reach it are unaffected); 'none' switches a budget's early stopping off" + default("tol"),
     )
-    p.add_argument(
+    g.add_argument(
         "--polish-steps",
         type=int,
-        default=d.polish_steps,
+        default=sup,
         help=f"{h}after the hops, refine every trial's best structure for this many steps and choose the "
-        "winner after the polish (0 = the paper's selection)",
+        "winner after the polish (0 = the paper's selection)" + default("polish_steps"),
     )
-    p.add_argument("--polish-lr", type=float, default=d.polish_lr, help=f"{h}learning rate of the polish")
-    p.add_argument(
+    g.add_argument(
+        "--polish-lr", type=float, default=sup, help=f"{h}learning rate of the polish" + default("polish_lr")
+    )
+    g.add_argument(
         "--polish-dtype",
         choices=["float32", "float64"],
-        default=d.polish_dtype,
-        help=f"{h}precision of the polish",
+        default=sup,
+        help=f"{h}precision of the polish" + default("polish_dtype"),
     )
-    p.add_argument(
+    g.add_argument(
         "--dmin-weight",
         type=float,
-        default=d.dmin_weight,
+        default=sup,
         help=f"{h}weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
-        "a larger weight keeps generated crystals from overlapping atoms",
+        "a larger weight keeps generated crystals from overlapping atoms" + default("dmin_weight"),
     )
 
 
 def reconstruct_config(args: argparse.Namespace):
-    """The ReconstructConfig of the flags added by :func:`add_reconstruction_args` (and ``--seed``).
+    """The ReconstructConfig of the flags added by :func:`add_reconstruction_args` (and ``--seed``):
+    the ``--budget`` preset, overridden by every flag given explicitly.
 
-    Settings without a flag (plateau_threshold) keep their defaults.
+    Settings without a flag (plateau_threshold) keep the budget's value, else their defaults.
     """
     from ..reconstruct import ReconstructConfig
 
     names = [f.name for f in dataclasses.fields(ReconstructConfig)]
-    return ReconstructConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    overrides = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    return ReconstructConfig.preset(getattr(args, "budget", "paper"), **overrides)

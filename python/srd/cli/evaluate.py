@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import HelpFormatter, check_output_dir, positive_int, run
+from ._common import HelpFormatter, add_quiet_arg, check_output_dir, positive_int, run
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("--plot-samples", type=positive_int, default=2000,
                    help="at most this many crystals per side in the EAD PCA figure")  # fmt: skip
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_quiet_arg(g)
 
     r = sub.add_parser("recon", help="reconstruction match rate and RMSE", description=RECON_DESCRIPTION,
                        formatter_class=HelpFormatter)  # fmt: skip
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes for matching"
     )
-    r.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_quiet_arg(r)
     return p
 
 

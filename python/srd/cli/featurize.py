@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..representation import DATASET_N_MAX, Features, ScalingStats, featurize
 from ..utils import safe_torch_load
-from ._common import HelpFormatter, check_output_file, positive_int, run
+from ._common import HelpFormatter, add_quiet_arg, check_output_file, positive_int, run
 
 DESCRIPTION = """\
 Featurise crystals into StructRepDiff representation vectors R (SPEC section 2): pooled EAD (max and min
@@ -20,7 +20,7 @@ fractions (Z = 1..96) and n / n_max, with the continuous part min-max scaled.
 Crystals are Niggli-reduced first, as CDVAE's preprocessing does. Crystals that cannot be read, contain
 an element beyond Z = 96 or have more than n_max atoms are skipped and listed (one bad row never stops a
 run). Results are cached by a hash of the input bytes and the descriptor parameters
-($SRD_CACHE_DIR, default ~/.cache/srd/features), so srd-train and srd-reconstruct reuse them.
+($SRD_CACHE_DIR/features, default ~/.cache/srd/features), so srd-train and srd-reconstruct reuse them.
 
 examples:
   srd-featurize data/perov_5/val.csv.gz -o perov_val.pt                  # fits the scaling statistics
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-niggli", action="store_true", help="do not Niggli-reduce (not CDVAE's preprocessing)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     return p
 
 

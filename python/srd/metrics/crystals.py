@@ -30,7 +30,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from ..structures import Record, canonicalize, read_raw_items, record_from_raw_item
-from ..utils import atomic_torch_save, progress, safe_torch_load
+from ..utils import atomic_torch_save, cache_root, progress, safe_torch_load, sha256_file
 from .fingerprints import (
     COMP_FP_DIM,
     STRUCT_FP_DIM,
@@ -293,21 +293,7 @@ def evaluate_structures(structures: Sequence[Structure | None], *, reference: bo
 # ------------------------------------------------------------------------------------------------
 def metrics_cache_dir() -> Path:
     """Where evaluated reference sets are cached: $SRD_CACHE_DIR/fingerprints, else ~/.cache/srd/fingerprints."""
-    env = os.environ.get("SRD_CACHE_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "srd") / "fingerprints"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(path.glob("*.cif")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    else:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
+    return cache_root("fingerprints")
 
 
 def evaluate_file(path: str | os.PathLike, *, reference: bool, workers: int = 1, use_cache: bool = True,
@@ -330,7 +316,7 @@ def evaluate_file(path: str | os.PathLike, *, reference: bool, workers: int = 1,
         "limit": limit,
         "crystalset": CRYSTALSET_VERSION,
     }
-    digest = _file_digest(path)
+    digest = sha256_file(path)
     key = hashlib.sha256((digest + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
     cached = metrics_cache_dir() / f"{key}.pt"
     if use_cache and cached.is_file():

@@ -293,3 +293,27 @@ def verify_checksum(d: dict, where: str) -> bool:
             "or re-create it"
         )
     return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices and termination (shared by the library and the srd commands)
+# ------------------------------------------------------------------------------------------------
+__all__ += ["resolve_device", "Terminated"]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' (or None) -> cuda if available else cpu; anything else is validated."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised on SIGTERM. A subclass of KeyboardInterrupt, so every ``except KeyboardInterrupt`` that saves
+    finished work on Ctrl-C does the same on SIGTERM."""

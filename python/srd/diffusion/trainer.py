@@ -1,5 +1,7 @@
 """Training loop of the representation-space DDPM: checkpoints, exact resume, logs, torchrun/DDP.
 
+:class:`Trainer` holds the state of a run and its steps; :func:`train` builds one and runs it.
+
 Reproducibility contract: a run resumed from any checkpoint follows the same loss curve, bit for bit (on
 the same hardware and thread count), as the uninterrupted run with the same seed, because
 
@@ -30,9 +32,12 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..representation import Features
 from ..utils import (
+    Terminated,
     atomic_torch_save,
+    atomic_write_text,
     progress,
     read_json,
+    resolve_device,
     run_metadata,
     safe_torch_load,
     verify_checksum,
@@ -54,6 +59,7 @@ __all__ = [
     "check_run_dir",
     "setup_distributed",
     "data_fingerprint",
+    "Trainer",
     "train",
 ]
 
@@ -275,8 +281,6 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
     Returns (rank, world_size, device): nccl and cuda:LOCAL_RANK on GPUs, gloo on the CPU.
     """
-    from ..cli._common import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_name)
     if world <= 1:
@@ -341,8 +345,6 @@ def _open_log(path: Path, *, keep_until: int | None):
             with contextlib.suppress(ValueError, IndexError):
                 if int(line.split(",")[0]) <= keep_until:
                     lines.append(line)
-    from ..utils import atomic_write_text
-
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path.open("a", buffering=1)
 
@@ -361,6 +363,426 @@ def _tensorboard(out: Path):
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run of the DDPM on ``features.R``: its state and the steps that advance it.
+
+    ``Trainer(...)`` checks RUN = ``out`` (:func:`check_run_dir`), removes stale temporary files, builds the
+    model, EMA, optimiser and data sampler and, when resuming, restores the state from ``out/checkpoint.pt``;
+    nothing is written yet. :meth:`fit` writes config.json and log.csv and trains until the last step, a
+    signal or the time limit (see :func:`train`, which is ``Trainer(...).fit()``).
+
+    Runs data-parallel when torch.distributed is initialised (see :func:`setup_distributed`): each rank
+    trains on its DistributedSampler shard with batch_size / world_size vectors per step; only rank 0
+    writes files.
+
+    The training state, what :meth:`state_dict` checkpoints (see the module docstring for why a resumed run
+    follows the same loss curve):
+
+    * ``step``: optimiser steps taken; ``epoch``, ``batch_in_epoch``: where the next batch comes from;
+    * ``loss_sum``, ``loss_count``: the loss accumulator of the current log interval; ``last_loss``: the
+      loss of the last log row;
+    * ``seconds``: training time of the earlier sessions of the run (:meth:`seconds_now` adds this one's);
+    * the model, EMA and optimiser states and the global RNG states.
+
+    Args:
+        config: the resolved configuration.
+        features: the training vectors (``features.R`` [M, L] float32 in [0, 1]) and their metadata.
+        out: the run folder.
+        device: where to train (default: ``config.device`` resolved).
+        resume: continue from ``out/checkpoint.pt`` when it exists.
+        log: ``log(str)`` for messages (default: print to stderr on rank 0).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        features: Features,
+        out: str | os.PathLike,
+        *,
+        device: torch.device | str | None = None,
+        resume: bool = False,
+        log=None,
+    ) -> None:
+        self.rank, self.world = _dist_info()
+        self.is_main = self.rank == 0
+        self.log = log if log is not None else self._print_on_main
+        self.config, self.features, self.out = config, features, Path(out)
+        self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        resume_from = check_run_dir(self.out, config, resume=resume)
+        if self.is_main:
+            _remove_stale_temps(self.out, self.log)
+        if self.world > 1:
+            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+
+        R = features.R
+        M, L = R.shape
+        layout = features.layout
+        if L != layout.dim:
+            raise ValueError(f"features: R has {L} columns but the layout has {layout.dim}")
+        if M < 1:
+            raise ValueError("features: no training vectors")
+        features.check_finite(f"training data {config.data or ''}".strip())
+        if config.batch_size % self.world:
+            raise ValueError(
+                f"batch_size {config.batch_size} is not divisible by the {self.world} torchrun processes"
+            )
+        self.dim = int(L)
+        self.per_rank = config.batch_size // self.world
+        fingerprint = data_fingerprint(R)
+        self.spec = model_spec(config, length=L, blocks=layout.blocks(), ead_row=len(features.params.mus))
+
+        self.diffusion = build_diffusion(config, self.spec, seed=config.seed).to(self.device)
+        self.model = self.diffusion.model
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=tuple(config.adam_betas),
+            weight_decay=config.weight_decay,
+        )
+        self.ema = EMA(self.model, decay=config.ema_decay) if config.ema else None
+
+        self.sampler = DistributedSampler(
+            range(M), num_replicas=self.world, rank=self.rank, shuffle=True, seed=config.seed, drop_last=False
+        )
+        self.batches_per_epoch = math.ceil(len(self.sampler) / self.per_rank)
+        self.total_steps = (
+            config.max_steps if config.max_steps > 0 else config.epochs * self.batches_per_epoch
+        )
+        self.time_limit = config.max_minutes * 60.0 if config.max_minutes > 0 else math.inf
+
+        self.step, self.epoch, self.batch_in_epoch, self.seconds = 0, 0, 0, 0.0
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss_count = 0
+        self.last_loss = math.nan
+        self.resumed_from: int | None = None  # the step resumed from
+        if resume_from is not None:
+            self._resume(resume_from, fingerprint)
+
+        self.meta = {
+            "config": config.to_dict(),
+            "model_spec": self.spec,
+            "dataset": features.dataset or "",
+            "n_max": int(features.n_max),
+            "data": {"path": config.data, "n": int(M), "sha256": fingerprint},
+            "world_size": self.world,
+            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "total_steps": self.total_steps,
+            "batches_per_epoch": self.batches_per_epoch,
+            "meta": _plain_meta(),
+        }
+        self._last_good: int | None = self.resumed_from  # step of the last checkpoint written (or resumed)
+        self._last_epoch = self.epoch  # epoch of the last step taken
+        # Set up by fit():
+        self._t0: float | None = None
+        self._forward: torch.nn.Module = self.diffusion  # the DDP wrapper when distributed
+        self._data: torch.Tensor | None = None
+        self._logf = self._tb = self._bar = None
+        self._stop, self._stop_signal, self._timed_out = False, None, False
+
+    def _print_on_main(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, file=sys.stderr)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _resume(self, path: Path, fingerprint: str) -> None:
+        ck = read_checkpoint(path, optimizer=True)
+        if ck["data"]["sha256"] != fingerprint:
+            raise ValueError(
+                f"--resume: the training data differ from those of {path} "
+                f"({ck['data']['n']} vectors from {ck['data']['path']!r}; now {len(self.features.R)} "
+                f"from {self.config.data!r})"
+            )
+        if ck.get("world_size", 1) != self.world:
+            self.log(
+                f"note: resuming a run trained with {ck.get('world_size', 1)} processes on {self.world}; "
+                "the data shards (and so the loss curve) change from here on"
+            )
+        self.load_state_dict(ck)
+        self.resumed_from = self.step
+        if not math.isfinite(self.last_loss):  # a checkpoint of an older srd: the last row of log.csv
+            self.last_loss = _last_logged_loss(self.out / "log.csv", self.step)
+        self.log(
+            f"resuming {self.out} from step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+        )
+
+    def load_state_dict(self, ck: dict) -> None:
+        """Restore the training state from a checkpoint dict (see :func:`read_checkpoint`), RNG states
+        included. A checkpoint without EMA weights (of a run trained without EMA) restarts the EMA from the
+        restored weights."""
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.ema is not None:
+            if ck.get("ema") is not None:
+                self.ema.load_state_dict(ck["ema"])
+            else:
+                self.ema = EMA(self.model, decay=self.config.ema_decay)
+        self.step, self.epoch, self.batch_in_epoch = (
+            int(ck["step"]),
+            int(ck["epoch"]),
+            int(ck["batch_in_epoch"]),
+        )
+        self.seconds = float(ck["seconds"])
+        self.loss_sum.fill_(float(ck["loss_sum"]))
+        self.loss_count = int(ck["loss_count"])
+        _set_rng_state(ck["rng"])
+        self.last_loss = float(ck.get("last_loss", math.nan))  # what a finished run resumed reports
+
+    def state_dict(self) -> dict:
+        """The checkpoint of the current state: what checkpoint.pt holds, less its checksum."""
+        features = self.features
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "loss_sum": float(self.loss_sum),
+            "loss_count": self.loss_count,
+            "last_loss": float(self.last_loss),
+            "seconds": self.seconds_now(),
+            "rng": _rng_state(),
+            "config": self.config.to_dict(),
+            "model_spec": self.spec,
+            "stats": features.stats.to_dict(),
+            "dataset": features.dataset or "",
+            "n_max": int(features.n_max),
+            "params": features.params.to_dict(),
+            "layout": {k: list(v) for k, v in features.layout.blocks().items()},
+            "dim": self.dim,
+            "data": self.meta["data"],
+            "world_size": self.world,
+            "meta": _plain_meta(),
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write ``out/checkpoint.pt`` (rank 0, atomically, with a checksum) of the current state.
+
+        Raises TrainingDiverged, writing nothing, when the model or EMA weights are not finite. Every rank
+        checks (the weights are the same on all), so that all stop together.
+        """
+        bad = _nonfinite_tensors(self.model.state_dict()) + _nonfinite_tensors(
+            self.ema.state_dict()["shadow"] if self.ema is not None else {}
+        )
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: the model weights became non-finite (NaN or inf in {_name_some(bad)}) "
+                f"by step {self.step}; this state was not saved. {self._last_good_text()}"
+            )
+        if not self.is_main:
+            return
+        atomic_torch_save(with_checksum(self.state_dict()), self.out / "checkpoint.pt")
+        self._last_good = self.step
+
+    def _last_good_text(self) -> str:
+        advice = "train again (in a new --out) with a lower --lr or grad_clip > 0"
+        if self._last_good is None:
+            return f"No checkpoint had been written yet; {advice}"
+        return (
+            f"The last good checkpoint, {self.out / 'checkpoint.pt'} (step {self._last_good}), was kept; "
+            f"{advice}"
+        )
+
+    # -- time, log ----------------------------------------------------------------------------------
+    def seconds_now(self) -> float:
+        """Training seconds of the run so far: the earlier sessions' plus this one's (since fit started)."""
+        if self._t0 is None:
+            return self.seconds
+        return self.seconds + (time.perf_counter() - self._t0)
+
+    def log_row(self, *, partial: bool = False) -> None:
+        """End the current log interval: set ``last_loss`` to its mean loss and write its log.csv row.
+
+        The accumulator is reset, except for a ``partial`` interval (cut short by the time limit): it is
+        kept (and checkpointed), so that a resumed run logs the same interval means as an uninterrupted
+        one; a partial row is not sent to tensorboard or the progress bar. Only rank 0 writes.
+        """
+        self.last_loss = float(self.loss_sum) / max(self.loss_count, 1)
+        if not partial:
+            self.loss_sum.zero_()
+            self.loss_count = 0
+        if not self.is_main:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._logf.write(
+            f"{self.step},{self._last_epoch},{self.last_loss:.8g},{lr:.6g},{self.seconds_now():.3f}\n"
+        )
+        if not partial:
+            if self._tb is not None:
+                self._tb.add_scalar("train/loss", self.last_loss, self.step)
+            self._bar.set_postfix(loss=f"{self.last_loss:.4f}", epoch=self._last_epoch)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diffusion steps t [n] and noise [n, L] of the next optimiser step on this rank: drawn from a
+        CPU generator seeded from (seed, rank, step), so that a resumed run draws the same."""
+        g = torch.Generator().manual_seed(_derived_seed(self.config.seed, "noise", self.rank, self.step))
+        t = torch.randint(0, self.diffusion.num_timesteps, (n,), generator=g).to(self.device)
+        noise = torch.randn((n, self.dim), generator=g).to(self.device)
+        return t, noise
+
+    def train_step(self, x0: torch.Tensor, *, epoch: int) -> None:
+        """One optimiser step on the batch ``x0`` (of epoch ``epoch``); its loss joins the accumulator.
+
+        Raises TrainingDiverged, before the step is taken, when the loss (averaged over the ranks) is not
+        finite.
+        """
+        t, noise = self._noise(len(x0))
+        loss = self._forward(x0, t, noise)
+        lv = loss.detach().double()
+        if self.world > 1:
+            dist.all_reduce(lv)  # every rank sees the same mean, so all stop together below
+            lv = lv / self.world
+        if not math.isfinite(float(lv)):
+            raise TrainingDiverged(
+                f"training diverged: the loss became non-finite ({float(lv)}) at step {self.step + 1} "
+                f"(epoch {epoch}); the step was not taken and this state was not saved. "
+                + self._last_good_text()
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.loss_sum += lv
+        self.loss_count += 1
+        self.step += 1
+        self._last_epoch = epoch
+
+    def run_epoch(self, epoch: int, start: int = 0) -> int:
+        """Train on batches ``start``, ``start + 1``, ... of epoch ``epoch`` (called by :meth:`fit`).
+
+        Stops at the end of the epoch, at the last step, or after the step in which a signal arrived or the
+        time limit passed; logs and checkpoints on the way. Returns the index of the next batch.
+        """
+        config, bpe, total = self.config, self.batches_per_epoch, self.total_steps
+        self.sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        b = start
+        while b < bpe and self.step < total and not self._stop:
+            idx = order[b * self.per_rank : (b + 1) * self.per_rank].to(self.device)
+            self.train_step(self._data[idx], epoch=epoch)
+            b += 1
+            self.epoch, self.batch_in_epoch = (epoch, b) if b < bpe else (epoch + 1, 0)
+            if self.step % config.log_every == 0 or self.step == total:
+                self.log_row()
+            if self.step % config.checkpoint_every == 0 and self.step < total:
+                self.save_checkpoint()
+            self._bar.update(1)
+            if self.time_limit < math.inf and (self.world == 1 or self.step % 10 == 0):
+                self._timed_out = _agree(self.seconds_now() >= self.time_limit, self.world, self.device)
+                self._stop = self._stop or self._timed_out
+        return b
+
+    def _on_signal(self, signum, frame) -> None:
+        """SIGINT / SIGTERM: finish the current step, save, then stop; a second signal stops at once."""
+        if self._stop:
+            if signum == signal.SIGTERM:
+                raise Terminated(f"signal {signum}")
+            raise KeyboardInterrupt
+        self._stop = True
+        self._stop_signal = signum
+
+    def _open_outputs(self) -> None:
+        """Rank 0: write config.json, open log.csv (dropping rows after a resumed step) and tensorboard."""
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", self.meta)
+        self._logf = _open_log(
+            self.out / "log.csv", keep_until=self.step if self.resumed_from is not None else None
+        )
+        self._tb = _tensorboard(self.out)
+
+    def fit(self, *, show_progress: bool | None = None) -> dict:
+        """Train to the last step (or a signal, or the time limit) and write the final checkpoint (once per
+        Trainer).
+
+        SIGINT / SIGTERM (single process, main thread) finish the current step, checkpoint, then raise
+        KeyboardInterrupt / :class:`srd.utils.Terminated`; the time limit checkpoints and returns.
+
+        Args:
+            show_progress: progress bar (None: srd.utils.progress's default).
+
+        Returns:
+            Summary dict: step, epoch, loss (last logged), seconds, checkpoint (path), resumed_from (step).
+        """
+        config, features, total = self.config, self.features, self.total_steps
+        self._open_outputs()
+        self.log(
+            f"training {config.model} ({self.meta['n_parameters']:,} parameters) on {len(features.R)} vectors "
+            f"x {self.dim} [{features.dataset or 'unknown dataset'}, n_max {features.n_max}], {self.world} "
+            f"process(es) on {self.device}, {self.batches_per_epoch} steps/epoch, {total} steps"
+        )
+        self._t0 = time.perf_counter()
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._forward = DistributedDataParallel(
+                self.diffusion,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        self._data = features.R.to(self.device)
+
+        old_handlers = {}
+        if self.world == 1 and self.is_main and _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._bar = progress(
+            total=total,
+            initial=self.step,
+            desc=f"train {config.model}",
+            unit="step",
+            disable=(not self.is_main) or (None if show_progress is None else not show_progress),
+        )
+        try:
+            self.diffusion.train()
+            epoch, b = self.epoch, self.batch_in_epoch
+            while self.step < total and not self._stop:
+                b = self.run_epoch(epoch, b)
+                if b >= self.batches_per_epoch:
+                    epoch, b = epoch + 1, 0
+            if self._timed_out and self.step < total and self.step % config.log_every:
+                self.log_row(partial=True)  # the interval cut short, before stopping
+            self.save_checkpoint()
+            if self._stop_signal is not None and self.step < total:  # a signal wins over a time limit
+                if self._stop_signal == signal.SIGTERM:
+                    self.log(
+                        f"terminated (SIGTERM) at step {self.step}; checkpoint saved, --resume continues"
+                    )
+                    raise Terminated(f"signal {signal.SIGTERM}")
+                self.log(f"interrupted at step {self.step}; checkpoint saved, --resume continues")
+                raise KeyboardInterrupt
+            if self._timed_out:
+                self.log(
+                    f"time limit of {config.max_minutes:g} min reached at step {self.step}; checkpoint saved"
+                )
+        finally:
+            self._bar.close()
+            for sig, handler in old_handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+            if self._logf is not None:
+                self._logf.close()
+            if self._tb is not None:
+                self._tb.close()
+        if self.world > 1:
+            dist.barrier()
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.last_loss,
+            "seconds": self.seconds_now(),
+            "checkpoint": str(self.out / "checkpoint.pt"),
+            "resumed_from": self.resumed_from,
+        }
+
+
 def train(
     config: TrainConfig,
     features: Features,
@@ -375,7 +797,7 @@ def train(
 
     Runs data-parallel when torch.distributed is initialised (see :func:`setup_distributed`): each rank
     trains on its DistributedSampler shard with batch_size / world_size vectors per step; only rank 0
-    writes files.
+    writes files. ``Trainer(config, features, out, ...).fit()`` (see :class:`Trainer`).
 
     Args:
         config: the resolved configuration.
@@ -389,303 +811,8 @@ def train(
     Returns:
         Summary dict: step, epoch, loss (last logged), seconds, checkpoint (path), resumed_from (step).
     """
-    from ..cli._common import resolve_device
-
-    rank, world = _dist_info()
-    is_main = rank == 0
-    if log is None:
-
-        def log(msg: str) -> None:
-            if is_main:
-                print(msg, file=sys.stderr)
-
-    from ..cli._common import Terminated
-
-    out = Path(out)
-    device = torch.device(device) if device is not None else resolve_device(config.device)
-    resume_from = check_run_dir(out, config, resume=resume)
-    if is_main:
-        _remove_stale_temps(out, log)
-    if world > 1:
-        dist.barrier()  # every rank has checked the folder before rank 0 writes into it
-
-    R = features.R
-    M, L = R.shape
-    layout = features.layout
-    if L != layout.dim:
-        raise ValueError(f"features: R has {L} columns but the layout has {layout.dim}")
-    if M < 1:
-        raise ValueError("features: no training vectors")
-    features.check_finite(f"training data {config.data or ''}".strip())
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} torchrun processes")
-    per_rank = config.batch_size // world
-    fingerprint = data_fingerprint(R)
-    spec = model_spec(config, length=L, blocks=layout.blocks(), ead_row=len(features.params.mus))
-
-    diffusion = build_diffusion(config, spec, seed=config.seed).to(device)
-    model = diffusion.model
-    opt = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
-    )
-    ema = EMA(model, decay=config.ema_decay) if config.ema else None
-
-    sampler = DistributedSampler(
-        range(M), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=False
-    )
-    shard_len = len(sampler)
-    batches_per_epoch = math.ceil(shard_len / per_rank)
-    total = config.max_steps if config.max_steps > 0 else config.epochs * batches_per_epoch
-
-    step, epoch, batch_in_epoch, seconds = 0, 0, 0, 0.0
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    loss_count = 0
-    resumed_step = None
-    last_loss = float("nan")
-    if resume_from is not None:
-        ck = read_checkpoint(resume_from, optimizer=True)
-        if ck["data"]["sha256"] != fingerprint:
-            raise ValueError(
-                f"--resume: the training data differ from those of {resume_from} "
-                f"({ck['data']['n']} vectors from {ck['data']['path']!r}; now {M} from {config.data!r})"
-            )
-        if ck.get("world_size", 1) != world:
-            log(
-                f"note: resuming a run trained with {ck.get('world_size', 1)} processes on {world}; "
-                "the data shards (and so the loss curve) change from here on"
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if ema is not None:
-            if ck.get("ema") is not None:
-                ema.load_state_dict(ck["ema"])
-            else:
-                ema = EMA(model, decay=config.ema_decay)
-        step, epoch, batch_in_epoch = int(ck["step"]), int(ck["epoch"]), int(ck["batch_in_epoch"])
-        seconds = float(ck["seconds"])
-        loss_sum.fill_(float(ck["loss_sum"]))
-        loss_count = int(ck["loss_count"])
-        _set_rng_state(ck["rng"])
-        resumed_step = step
-        last_loss = float(ck.get("last_loss", math.nan))  # what a finished run resumed reports
-        if not math.isfinite(last_loss):  # a checkpoint of an older srd: the last row of log.csv
-            last_loss = _last_logged_loss(out / "log.csv", step)
-        log(f"resuming {out} from step {step} (epoch {epoch}, batch {batch_in_epoch})")
-        del ck
-
-    meta = {
-        "config": config.to_dict(),
-        "model_spec": spec,
-        "dataset": features.dataset or "",
-        "n_max": int(features.n_max),
-        "data": {"path": config.data, "n": int(M), "sha256": fingerprint},
-        "world_size": world,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "total_steps": total,
-        "batches_per_epoch": batches_per_epoch,
-        "meta": _plain_meta(),
-    }
-    logf = tb = None
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", meta)
-        logf = _open_log(out / "log.csv", keep_until=step if resume_from is not None else None)
-        tb = _tensorboard(out)
-    log(
-        f"training {config.model} ({meta['n_parameters']:,} parameters) on {M} vectors x {L} "
-        f"[{features.dataset or 'unknown dataset'}, n_max {features.n_max}], {world} process(es) on {device}, "
-        f"{batches_per_epoch} steps/epoch, {total} steps"
-    )
-
-    last_good = {"step": resumed_step}  # step of the last checkpoint written (or resumed from)
-
-    def checkpoint(next_epoch: int, next_batch: int) -> None:
-        # Every rank checks (the weights are the same on all), so that all stop together.
-        bad = _nonfinite_tensors(model.state_dict()) + _nonfinite_tensors(
-            ema.state_dict()["shadow"] if ema is not None else {}
-        )
-        if bad:
-            raise TrainingDiverged(
-                f"training diverged: the model weights became non-finite (NaN or inf in {_name_some(bad)}) "
-                f"by step {step}; this state was not saved. {last_good_text()}"
-            )
-        if not is_main:
-            return
-        atomic_torch_save(
-            with_checksum(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "format_version": CHECKPOINT_VERSION,
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "epoch": next_epoch,
-                    "batch_in_epoch": next_batch,
-                    "loss_sum": float(loss_sum),
-                    "loss_count": loss_count,
-                    "last_loss": float(last_loss),
-                    "seconds": seconds_now(),
-                    "rng": _rng_state(),
-                    "config": config.to_dict(),
-                    "model_spec": spec,
-                    "stats": features.stats.to_dict(),
-                    "dataset": features.dataset or "",
-                    "n_max": int(features.n_max),
-                    "params": features.params.to_dict(),
-                    "layout": {k: list(v) for k, v in layout.blocks().items()},
-                    "dim": int(L),
-                    "data": meta["data"],
-                    "world_size": world,
-                    "meta": _plain_meta(),
-                }
-            ),
-            out / "checkpoint.pt",
-        )
-        last_good["step"] = step
-
-    def last_good_text() -> str:
-        advice = "train again (in a new --out) with a lower --lr or grad_clip > 0"
-        if last_good["step"] is None:
-            return f"No checkpoint had been written yet; {advice}"
-        return (
-            f"The last good checkpoint, {out / 'checkpoint.pt'} (step {last_good['step']}), was kept; "
-            f"{advice}"
-        )
-
-    t0 = time.perf_counter()
-
-    def seconds_now() -> float:
-        return seconds + (time.perf_counter() - t0)
-
-    ddp_model = diffusion
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(
-            diffusion, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
-    data = R.to(device)
-    T = diffusion.num_timesteps
-
-    stop = {"flag": False, "signal": None}
-    old_handlers = {}
-    if world == 1 and is_main and _in_main_thread():
-
-        def _on_signal(signum, frame):  # SIGINT / SIGTERM: finish the current step, save, then stop
-            if stop["flag"]:  # a second signal stops at once
-                if signum == signal.SIGTERM:
-                    raise Terminated(f"signal {signum}")
-                raise KeyboardInterrupt
-            stop["flag"] = True
-            stop["signal"] = signum
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, _on_signal)
-
-    bar = progress(
-        total=total,
-        initial=step,
-        desc=f"train {config.model}",
-        unit="step",
-        disable=(not is_main) or (None if show_progress is None else not show_progress),
-    )
-    ended_at = (epoch, batch_in_epoch)
-    time_limit = config.max_minutes * 60.0 if config.max_minutes > 0 else math.inf
-    timed_out = False
-    last_epoch = epoch
-    try:
-        diffusion.train()
-        while step < total and not stop["flag"]:
-            sampler.set_epoch(epoch)
-            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-            b = batch_in_epoch
-            while b < batches_per_epoch and step < total and not stop["flag"]:
-                idx = order[b * per_rank : (b + 1) * per_rank].to(device)
-                x0 = data[idx]
-                g = torch.Generator().manual_seed(_derived_seed(config.seed, "noise", rank, step))
-                t = torch.randint(0, T, (len(idx),), generator=g).to(device)
-                noise = torch.randn((len(idx), L), generator=g).to(device)
-                loss = ddp_model(x0, t, noise)
-                lv = loss.detach().double()
-                if world > 1:
-                    dist.all_reduce(lv)  # every rank sees the same mean, so all stop together below
-                    lv = lv / world
-                if not math.isfinite(float(lv)):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss became non-finite ({float(lv)}) at step {step + 1} "
-                        f"(epoch {epoch}); the step was not taken and this state was not saved. "
-                        + last_good_text()
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                opt.step()
-                if ema is not None:
-                    ema.update(model)
-                loss_sum += lv
-                loss_count += 1
-                step += 1
-                b += 1
-                ended_at = (epoch, b) if b < batches_per_epoch else (epoch + 1, 0)
-                last_epoch = epoch
-                if step % config.log_every == 0 or step == total:
-                    last_loss = float(loss_sum) / max(loss_count, 1)
-                    loss_sum.zero_()
-                    loss_count = 0
-                    if is_main:
-                        lr = opt.param_groups[0]["lr"]
-                        logf.write(f"{step},{epoch},{last_loss:.8g},{lr:.6g},{seconds_now():.3f}\n")
-                        if tb is not None:
-                            tb.add_scalar("train/loss", last_loss, step)
-                        bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
-                if step % config.checkpoint_every == 0 and step < total:
-                    checkpoint(*ended_at)
-                bar.update(1)
-                if time_limit < math.inf and (world == 1 or step % 10 == 0):
-                    timed_out = _agree(seconds_now() >= time_limit, world, device)
-                    stop["flag"] = stop["flag"] or timed_out
-            if b >= batches_per_epoch:
-                epoch += 1
-                batch_in_epoch = 0
-            else:
-                batch_in_epoch = b
-        if timed_out and step < total and step % config.log_every:
-            # Log the partial interval before stopping, but keep the accumulator (it is checkpointed): a
-            # resumed run then logs the same interval means as an uninterrupted one.
-            last_loss = float(loss_sum) / max(loss_count, 1)
-            if is_main:
-                lr = opt.param_groups[0]["lr"]
-                logf.write(f"{step},{last_epoch},{last_loss:.8g},{lr:.6g},{seconds_now():.3f}\n")
-        checkpoint(*ended_at)
-        if stop["signal"] is not None and step < total:  # a signal wins over a time limit of the same step
-            if stop["signal"] == signal.SIGTERM:
-                log(f"terminated (SIGTERM) at step {step}; checkpoint saved, --resume continues")
-                raise Terminated(f"signal {signal.SIGTERM}")
-            log(f"interrupted at step {step}; checkpoint saved, --resume continues")
-            raise KeyboardInterrupt
-        if timed_out:
-            log(f"time limit of {config.max_minutes:g} min reached at step {step}; checkpoint saved")
-    finally:
-        bar.close()
-        for sig, handler in old_handlers.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-        if logf is not None:
-            logf.close()
-        if tb is not None:
-            tb.close()
-    if world > 1:
-        dist.barrier()
-    return {
-        "step": step,
-        "epoch": ended_at[0],
-        "loss": last_loss,
-        "seconds": seconds_now(),
-        "checkpoint": str(out / "checkpoint.pt"),
-        "resumed_from": resumed_step,
-    }
+    trainer = Trainer(config, features, out, device=device, resume=resume, log=log)
+    return trainer.fit(show_progress=show_progress)
 
 
 def _agree(mine: bool, world: int, device: torch.device) -> bool:

@@ -23,7 +23,8 @@ FILES = {
     "carbon_24": DATA / "carbon_24/test.csv.gz",
     "mp_20": DATA / "mp_20_partial/test.csv.gz",
 }
-N_CRYSTALS, TRIALS, STEPS, PAPER_EVALS = 16, 6, 20, 12600
+PAPER = ReconstructConfig.preset("paper")  # 6 x 7 x 300 = 12,600 evaluations per crystal
+N_CRYSTALS, STEPS, PAPER_EVALS = 16, 20, PAPER.evaluations_per_crystal
 
 
 @cache
@@ -41,7 +42,7 @@ def targets(dataset: str):
 @pytest.mark.parametrize("dataset", ["perov_5", "carbon_24", "mp_20"])
 def test_reconstruct_paper_budget_slice(benchmark, dataset):
     tg, atoms = targets(dataset)
-    cfg = ReconstructConfig(trials=TRIALS, hops=1, steps=STEPS)
+    cfg = PAPER.replace(hops=1, steps=STEPS)  # the paper's trials, one hop of STEPS steps
     keys = [str(k) for k in range(len(tg))]
     benchmark.extra_info.update(
         kind="reconstruct",

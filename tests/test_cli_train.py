@@ -1,4 +1,5 @@
-"""srd-train: flags, config files, run-folder protection, resume, CSV input, and torchrun on 2 CPU processes."""
+"""srd-train: flags, config files (packaged by name, or a path), run-folder protection, resume, CSV input,
+and torchrun on 2 CPU processes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from srd.cli.train import build_parser, main
+from srd.cli.train import build_parser, main, resolve_config
 from srd.params import EADParams
 from srd.representation import Features, Layout, ScalingStats
 
@@ -97,6 +98,36 @@ def test_help_explains_every_flag(capsys):
     assert "(default: None)" not in out
     for action in build_parser()._actions:
         assert action.help, action.option_strings
+
+
+def test_packaged_configs_by_name(tmp_path, feats_file, tiny_toml, capsys):
+    from srd.diffusion.config import CONFIGS_DIR, TrainConfig, config_path, load_toml, packaged_configs
+
+    configs = packaged_configs()
+    assert {"small", "perov_5", "carbon_24", "mp_20", "perov_5_cpu", "carbon_24_cpu"} <= set(configs)
+    assert all(configs.values())  # a one-line description each (the file's first comment line)
+    assert CONFIGS_DIR.parent.name == "srd" and CONFIGS_DIR.parent.joinpath("__init__.py").is_file()
+    for name in configs:  # every packaged config is valid
+        TrainConfig.from_dict(load_toml(config_path(name)), where=name)
+    assert config_path("small") == config_path("small.toml") == CONFIGS_DIR / "small.toml"
+    assert config_path(tiny_toml) == tiny_toml  # a path is still a path
+    base = ["--data", str(feats_file), "--out", str(tmp_path / "r")]
+    cfg = resolve_config(build_parser().parse_args([*base, "--config", "perov_5_cpu", "--lr", "0.01"]))
+    assert cfg.model == "transformer" and cfg.max_steps == 12000 and cfg.lr == 0.01
+    with pytest.raises(FileNotFoundError, match=r"'nope'.*packaged: carbon_24, .*small"):
+        main([*base, "--config", "nope"])
+    with pytest.raises(FileNotFoundError, match=r"'configs/small.toml': no such file"):
+        main([*base, "--config", "configs/small.toml"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "packaged configs" in out and all(f"  {name} " in out for name in configs)
+    # a packaged config by name trains (its sizes, a few tiny steps)
+    run = tmp_path / "run"
+    args = ["--config", "small", "--max-steps", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+    assert main(["--data", str(feats_file), "--out", str(run), *args]) == 0
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["model"] == "transformer" and ck["config"]["transformer"]["d_model"] == 128
 
 
 def test_trains_a_few_steps_and_writes_run(tmp_path, feats_file, tiny_toml, capsys):
@@ -210,19 +241,14 @@ def test_csv_input_is_featurized(tmp_path, tiny_toml, monkeypatch):
     body = buf.getvalue()
     anon = tmp_path / "crystals.csv"
     anon.write_text(body)
-    with pytest.raises(ValueError, match="--dataset"):
-        main(
-            [
-                "--data",
-                str(anon),
-                "--out",
-                str(tmp_path / "r0"),
-                "--config",
-                str(tiny_toml),
-                "--max-steps",
-                "1",
-            ]
-        )
+    # Without --dataset, n_max is inferred from the input (its largest crystal) and the dataset is unknown.
+    r0 = tmp_path / "r0"
+    assert (
+        main(["--data", str(anon), "--out", str(r0), "--config", str(tiny_toml), "--max-steps", "1", "-q"])
+        == 0
+    )
+    ck0 = torch.load(r0 / "checkpoint.pt", weights_only=True)
+    assert ck0["n_max"] == 5 and not ck0["dataset"]
     run = tmp_path / "run"
     assert (
         main(

@@ -26,7 +26,7 @@ from srd.diffusion import (
     sample_representations,
     train,
 )
-from srd.diffusion.config import load_toml
+from srd.diffusion.config import config_path, load_toml
 from srd.params import EADParams
 from srd.representation import Features, Layout, ScalingStats
 
@@ -318,7 +318,7 @@ def test_config_validation_and_roundtrip():
 
 @pytest.mark.parametrize("name", ["perov_5", "carbon_24", "mp_20"])
 def test_paper_configs(name):
-    cfg = TrainConfig.from_dict(load_toml(ROOT / "configs" / f"{name}.toml"))
+    cfg = TrainConfig.from_dict(load_toml(config_path(name)))
     assert cfg.dataset == name and cfg.model == "unet1d"
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (2000, 64, 1e-4)
     assert (cfg.diffusion.timesteps, cfg.diffusion.schedule) == (2000, "cosine")
@@ -326,7 +326,7 @@ def test_paper_configs(name):
 
 
 def test_small_config_parses():
-    cfg = TrainConfig.from_dict(load_toml(ROOT / "configs" / "small.toml"))
+    cfg = TrainConfig.from_dict(load_toml(config_path("small")))
     assert cfg.model in ("unet1d", "mlp", "transformer")
 
 

@@ -1,5 +1,6 @@
 """Reconstruction (Algorithm 2): convergence from a perturbed truth, determinism, batch independence,
-resume, bad input, and the CLI end to end (including torchrun on 2 CPU processes)."""
+resume, bad input, the named budgets (presets) and their flags, and the CLI end to end (including torchrun
+on 2 CPU processes)."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_dmin_weight_keeps_the_targets_dmin():
     plain, heavy = dmin_after(1.0), dmin_after(1000.0)
     assert abs(heavy - want) < 0.1, (heavy, want)
     assert abs(heavy - want) < abs(plain - want), (plain, heavy, want)
-    with pytest.raises(ValueError, match=r"dmin_weight must be >= 0"):
+    with pytest.raises(ValueError, match=r"dmin_weight: expected a finite number >= 0, found -1"):
         ReconstructConfig(dmin_weight=-1)
 
 
@@ -111,12 +112,126 @@ def test_bad_input():
     )
     with pytest.raises(ValueError, match=r"target 0 \(a\) has \(10,\) values, expected \(601\)|expected 601"):
         reconstruct([bad], ["a"])
-    with pytest.raises(ValueError, match=r"ReconstructConfig.trials must be >= 1, got 0"):
+    with pytest.raises(
+        ValueError, match=r"invalid ReconstructConfig: trials: expected an integer >= 1, found 0"
+    ):
         ReconstructConfig(trials=0)
     with pytest.raises(ValueError, match=r"initial positions 0 have shape \(2, 3\), expected \(5, 3\)"):
         reconstruct(
             targets, ["a"], config=ReconstructConfig(trials=1, hops=1, steps=1), initial=[np.zeros((2, 3))]
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation and named budgets (presets/reconstruct.toml)
+# ------------------------------------------------------------------------------------------------
+def test_config_validation_lists_every_problem():
+    with pytest.raises(ValueError) as exc:
+        ReconstructConfig(trials=0, lr=-1.0, dtype="half", swap_prob=2.0, tol=float("nan"), polish_steps=-1)
+    msg = str(exc.value)
+    assert msg.startswith("invalid ReconstructConfig: ")
+    for part in (
+        "trials: expected an integer >= 1, found 0",
+        "lr: expected a finite number > 0, found -1.0",
+        "dtype: expected 'float32' or 'float64', found 'half'",
+        "swap_prob: expected a number in [0, 1], found 2.0",
+        "tol: expected None or a finite number >= 0, found nan",
+        "polish_steps: expected an integer >= 0, found -1",
+    ):
+        assert part in msg, (part, msg)
+    # wrong types are problems too; from_dict adds unknown keys to the same message
+    with pytest.raises(ValueError) as exc:
+        ReconstructConfig.from_dict({"trials": "6", "hops": True, "stepz": 3}, where="my.toml")
+    msg = str(exc.value)
+    assert msg.startswith("my.toml: invalid ReconstructConfig: ")
+    assert "unknown key 'stepz'" in msg and "trials: expected an integer >= 1, found '6'" in msg
+    assert "hops: expected an integer >= 1, found True" in msg
+    # numbers are coerced to the field's type (TOML and NumPy values)
+    cfg = ReconstructConfig(lr=1, trials=np.int64(2))
+    assert type(cfg.lr) is float and type(cfg.trials) is int
+    assert cfg.replace(seed=3) == ReconstructConfig(lr=1.0, trials=2, seed=3)
+
+
+def test_presets_are_data_with_the_known_values():
+    from srd.reconstruct import BUDGETS, PRESETS, PRESETS_FILE, preset
+
+    assert PRESETS_FILE.is_file() and PRESETS_FILE.parent.parent.name == "srd"
+    assert list(PRESETS)[:5] == ["paper", "paper+swap", "paper/10", "fast", "fast-noswap"]
+    assert all(p.description and "\n" not in p.description for p in PRESETS.values())
+    assert ReconstructConfig.preset("paper") == ReconstructConfig()  # the paper's Algorithm 2 exactly
+    assert ReconstructConfig.preset("paper").evaluations_per_crystal == 12600
+    assert preset("paper+swap") == ReconstructConfig(swap_prob=0.5, tol=1e-4)
+    assert preset("paper/10") == ReconstructConfig(trials=6, hops=2, steps=105)
+    fast = ReconstructConfig(trials=3, hops=8, steps=100, tol=1e-4, swap_prob=0.5, polish_steps=50)
+    assert preset("fast") == fast
+    assert preset("fast-noswap") == fast.replace(swap_prob=0.0)
+    assert preset("tiny") == ReconstructConfig(trials=1, hops=1, steps=5)
+    assert preset("fast", seed=7, trials=6) == fast.replace(seed=7, trials=6)
+    assert BUDGETS["paper"] == ["--trials", "6", "--hops", "7", "--steps", "300"]
+    assert BUDGETS["fast"][-2:] == ["--polish-steps", "50"]
+    with pytest.raises(ValueError, match=r"unknown reconstruction preset 'nope'; known: paper, paper\+swap"):
+        preset("nope")
+    with pytest.raises(ValueError, match=r"preset 'fast' with overrides: .*trials: expected an integer >= 1"):
+        preset("fast", trials=0)
+
+
+def test_bad_preset_file_lists_every_problem(tmp_path):
+    from srd.reconstruct import _load_presets
+
+    bad = tmp_path / "presets.toml"
+    bad.write_text(
+        '[a]\ndescription = "x"\ntrials = 0\n[b]\nhops = 2\n[c]\ndescription = "y"\nsteps = "many"\n'
+    )
+    with pytest.raises(ValueError) as exc:
+        _load_presets(bad)
+    msg = str(exc.value)
+    assert "'a'" in msg and "trials: expected an integer >= 1, found 0" in msg
+    assert "[b]: expected a one-line 'description'" in msg and "steps: expected an integer >= 1" in msg
+
+
+def test_budget_flag_sets_defaults_and_flags_override(capsys):
+    from srd.cli import sample as sample_cli
+    from srd.cli._common import reconstruct_config
+    from srd.cli.reconstruct import build_parser
+    from srd.reconstruct import preset
+
+    p = build_parser()
+    base = ["in.csv", "-o", "out"]
+    assert reconstruct_config(p.parse_args(base)) == preset("paper")  # srd-reconstruct's default budget
+    args = p.parse_args([*base, "--budget", "fast", "--trials", "6", "--seed", "3"])
+    assert reconstruct_config(args) == preset("fast", trials=6, seed=3)
+    args = p.parse_args([*base, "--budget", "fast", "--tol", "none", "--swap-prob", "0"])
+    assert reconstruct_config(args) == preset("fast", tol=None, swap_prob=0.0)
+    assert reconstruct_config(p.parse_args([*base, "--trials", "2"])) == ReconstructConfig(trials=2)
+    sp = sample_cli.build_parser()
+    args = sp.parse_args(["run", "-n", "2", "-o", "out"])
+    assert args.budget == sample_cli.DEFAULT_BUDGET == "paper" and reconstruct_config(args) == preset("paper")
+    args = sp.parse_args(["run", "-n", "2", "-o", "out", "--budget", "tiny", "--dmin-weight", "10"])
+    assert reconstruct_config(args) == preset("tiny", dmin_weight=10.0)
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--budget", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        p.parse_args(["--help"])
+    out = capsys.readouterr().out
+    from srd.reconstruct import PRESETS
+
+    for name, pre in PRESETS.items():
+        assert name in out and pre.description in out
+    section = out.split("\nreconstruction:\n")[1]  # the last group of --help
+    assert "--trials" in section and "(default: None)" not in section
+
+
+def test_preset_values_reach_the_run(tmp_path):
+    out = tmp_path / "out"
+    args = [str(DATA / "perov_5" / "test.csv.gz"), "-o", str(out), "--limit", "1", "--budget", "tiny"]
+    from srd.cli.reconstruct import main as reconstruct_main
+
+    assert reconstruct_main([*args, "--steps", "3", "--quiet"]) == 0
+    import json
+
+    algo = json.loads((out / "summary.json").read_text())["config"]["algorithm"]
+    assert (algo["trials"], algo["hops"], algo["steps"], algo["tol"]) == (1, 1, 3, None)
 
 
 # ------------------------------------------------------------------------------------------------

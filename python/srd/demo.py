@@ -6,44 +6,69 @@
 3. Generation: 32 samples -> decoded -> reconstructed.
 4. Evaluation against the test split (CDVAE's protocol), and a report: OUT/report.md.
 
-Every step is one of the package's commands, run in-process; the report lists them so each number can be
-reproduced. Everything is seeded. Rerunning resumes where a previous run stopped.
+The Perov-5 splits are read from --data-dir (default ./data: run it from a checkout of the srd repository,
+or point --data-dir at a folder holding perov_5/test.csv.gz and perov_5/val.csv.gz); the training config
+and the reconstruction budgets come with the package. Every step calls the package's Python API; the
+report lists the equivalent commands, so each number can be reproduced. Everything is seeded. Rerunning
+resumes where a previous run stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import shlex
 import time
 from pathlib import Path
 
-from .cli._common import HelpFormatter
-from .reconstruct import BUDGETS
+from .cli._common import HelpFormatter, budget_help, run
+from .reconstruct import PRESETS, ReconstructConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The files the demo reads, relative to --data-dir.
+TEST_SPLIT = "perov_5/test.csv.gz"
+TRAIN_SPLIT = "perov_5/val.csv.gz"  # the train split is not in the repository (data/README.md)
 
 
-def _data(rel: str) -> Path:
-    p = ROOT / "data" / rel
+def _data(data_dir: Path, rel: str) -> Path:
+    p = Path(data_dir) / rel
     if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: the demo runs from a checkout of the srd repository")
+        raise FileNotFoundError(
+            f"{p} not found: the demo reads the Perov-5 splits from --data-dir (default ./data, the data/ "
+            f"folder of a checkout of the srd repository: run it from there, or pass --data-dir DIR with "
+            f"DIR/{TEST_SPLIT} and DIR/{TRAIN_SPLIT})"
+        )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m srd.demo", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m srd.demo",
+        description=__doc__,
+        epilog="reconstruction budgets (--recon NAME):\n" + budget_help(),
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument(
+        "--data-dir",
+        default="data",
+        help=f"folder holding {TEST_SPLIT} and {TRAIN_SPLIT} (the checkout's data/)",
+    )
     p.add_argument("--n-recon", type=int, default=20, help="test crystals to reconstruct (Table 1 protocol)")
+    p.add_argument(
+        "--config",
+        default="small",
+        help="training config: a packaged name (srd-train --help) or a .toml file",
+    )
     p.add_argument("--train-steps", type=int, default=2000, help="training steps of the small model")
     p.add_argument("--n-samples", type=int, default=32, help="crystals to generate")
     p.add_argument("--sampling-steps", type=int, default=200, help="diffusion sampler steps (of T = 2000)")
     p.add_argument(
         "--recon",
         default="fast",
-        choices=["fast", "paper"],
-        help="reconstruction budget: 'paper' = 6 trials x 7 hops x 300 steps; 'fast' = srd's default "
-        "(early stopping + swap hops; see README, Table 1)",
+        choices=list(PRESETS),
+        metavar="NAME",
+        help="reconstruction budget (listed below): 'paper' = 6 trials x 7 hops x 300 steps; 'fast' = srd's "
+        "default (early stopping + swap hops; see README, Table 1)",
     )
     p.add_argument(
         "--reference-limit",
@@ -56,30 +81,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# The shared presets, plus a tiny one for the miniature demo the tests run.
-RECON_BUDGETS = {**BUDGETS, "tiny": ["--trials", "1", "--hops", "1", "--steps", "5"]}
+def _cmd(*words) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
-def _run(title: str, main, argv: list[str], log: list[dict]) -> float:
-    cmd = f"{main.__module__.replace('srd.cli.', 'srd-')} " + " ".join(argv)
+def _step(title: str, cmd: str, log: list[dict], fn) -> float:
+    """Run one step (``fn()``), print its title and equivalent command, and log both with the time taken."""
     print(f"\n=== {title}\n$ {cmd}", flush=True)
     t0 = time.perf_counter()
-    code = main(argv)
-    if code != 0:
-        raise SystemExit(f"demo: step failed ({cmd})")
+    fn()
     seconds = time.perf_counter() - t0
     log.append({"step": title, "command": cmd, "seconds": round(seconds, 1)})
     return seconds
 
 
+#: How generated R are reconstructed: generated vectors are not exactly realisable, so decode the nearest
+#: composition and keep the sampled d_min (README, Table 2) instead of the paper's renormalised rounding and
+#: d_min weight 1.
+GEN_COMPOSITION = "nearest"
+GEN_DMIN_WEIGHT = 10.0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .cli import evaluate, reconstruct, sample, train
+    from .cli._common import seed_everything
+    from .cli.reconstruct import reconstruct_input
+    from .cli.sample import sample_crystals
+    from .diffusion import TrainConfig, train
+    from .diffusion.config import config_path, load_toml
+    from .diffusion.plot import plot_loss
+    from .metrics import evaluate_generation, resolve_input
+    from .metrics.report import summary_table, write_generation_report
+    from .representation import featurize
 
+    data_dir = Path(args.data_dir)
+    test = _data(data_dir, TEST_SPLIT)
+    val = _data(data_dir, TRAIN_SPLIT)
+    config_file = config_path(args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    test = _data("perov_5/test.csv.gz")
-    val = _data("perov_5/val.csv.gz")
     if args.tiny:
         args.n_recon, args.train_steps, args.n_samples, args.sampling_steps = 2, 20, 4, 10
         args.reference_limit = args.reference_limit or 40
@@ -89,99 +129,96 @@ def main(argv=None) -> int:
 
         reference = out / f"reference_first{args.reference_limit}.csv"
         pd.read_csv(test, nrows=args.reference_limit).to_csv(reference, index=False)
-    budget = RECON_BUDGETS["tiny" if args.tiny else args.recon]
+    budget = "tiny" if args.tiny else args.recon
+    show = not args.tiny
     quiet = ["--quiet"] if args.tiny else []
     log: list[dict] = []
     t_start = time.perf_counter()
 
-    _run(
+    # 1. Reconstruction of ground-truth crystals (the Table 1 protocol).
+    recon_config = ReconstructConfig.preset(budget, seed=args.seed)
+    recon_cmd = _cmd("srd-reconstruct", test, "-o", out / "recon", "--limit", args.n_recon, "--seed", args.seed,
+                     "--budget", budget, *quiet)  # fmt: skip
+    _step(
         "1/4 reconstruct Perov-5 test crystals from their representations (Table 1 protocol)",
-        reconstruct.main,
-        [
-            str(test),
-            "-o",
-            str(out / "recon"),
-            "--limit",
-            str(args.n_recon),
-            "--seed",
-            str(args.seed),
-            *budget,
-            *quiet,
-        ],
+        recon_cmd,
         log,
+        lambda: reconstruct_input(
+            test, out / "recon", config=recon_config, limit=args.n_recon, device="cpu", show_progress=show
+        ),
     )
-    train_argv = [
-        "--data",
-        str(val),
-        "--out",
-        str(out / "run"),
-        "--config",
-        str(ROOT / "configs" / "small.toml"),
-        "--max-steps",
-        str(args.train_steps),
-        "--seed",
-        str(args.seed),
-        "--device",
-        "cpu",
-        "--resume",
-        *(["--no-progress"] if args.tiny else []),
-    ]
-    if (
-        _trained_steps(out / "run") >= args.train_steps
-    ):  # finished before: keep the checkpoint (and the samples)
-        log.append(
-            {"step": "2/4 train (already done)", "command": "srd-train " + " ".join(train_argv), "seconds": 0}
-        )
+
+    # 2. Training (defaults < the packaged config < what the demo sets, as srd-train resolves them).
+    train_config = TrainConfig.from_dict(load_toml(config_file), where=str(config_file)).replace(
+        max_steps=args.train_steps, seed=args.seed, device="cpu", data=str(val.resolve())
+    )
+    train_cmd = _cmd("srd-train", "--data", val, "--out", out / "run", "--config", args.config,
+                     "--max-steps", args.train_steps, "--seed", args.seed, "--device", "cpu", "--resume",
+                     *quiet)  # fmt: skip
+
+    def do_train():
+        seed_everything(train_config.seed)
+        feats = featurize(val, dataset=train_config.dataset or None, n_max=train_config.n_max or None,
+                          use_cache=True, show_progress=show)  # fmt: skip
+        feats.check_finite(f"{val} (featurised)")
+        summary = train(train_config, feats, out / "run", resume=True, device="cpu",
+                        show_progress=None if show else False)  # fmt: skip
+        plot_loss(out / "run")
+        print(f"trained {summary['step']} steps, last loss {summary['loss']:.5f}, {summary['seconds']:.1f} s")
+
+    if _trained_steps(out / "run") >= args.train_steps:  # finished before: keep the checkpoint (and samples)
+        log.append({"step": "2/4 train (already done)", "command": train_cmd, "seconds": 0})
     else:
-        _run(
+        _step(
             "2/4 train a small denoiser on the training split (Perov-5 val; the train split is missing)",
-            train.main,
-            train_argv,
+            train_cmd,
             log,
+            do_train,
         )
-    _run(
+
+    # 3. Generation: sample R, decode, reconstruct.
+    gen_config = ReconstructConfig.preset(budget, seed=args.seed, dmin_weight=GEN_DMIN_WEIGHT)
+    sample_cmd = _cmd("srd-sample", out / "run", "-n", args.n_samples, "-o", out / "samples", "--sampling-steps",
+                      args.sampling_steps, "--seed", args.seed, "--device", "cpu", "--budget", budget,
+                      "--composition", GEN_COMPOSITION, "--dmin-weight", f"{GEN_DMIN_WEIGHT:g}",
+                      *quiet)  # fmt: skip
+    _step(
         "3/4 generate crystals: sample R, decode, reconstruct",
-        sample.main,
-        [
-            str(out / "run"),
-            "-n",
-            str(args.n_samples),
-            "-o",
-            str(out / "samples"),
-            "--sampling-steps",
-            str(args.sampling_steps),
-            "--seed",
-            str(args.seed),
-            "--device",
-            "cpu",
-            *budget,
-            # generated R are not exactly realisable: decode the nearest composition and keep the sampled
-            # d_min (README, Table 2), instead of the paper's renormalised rounding and d_min weight 1
-            "--composition",
-            "nearest",
-            "--dmin-weight",
-            "10",
-            *quiet,
-        ],
+        sample_cmd,
         log,
+        lambda: sample_crystals(
+            out / "run",
+            args.n_samples,
+            out / "samples",
+            config=gen_config,
+            composition=GEN_COMPOSITION,
+            sampling_steps=args.sampling_steps,
+            seed=args.seed,
+            device="cpu",
+            show_progress=show,
+        ),
     )
-    _run(
+
+    # 4. Evaluation (CDVAE's protocol) against the test split.
+    def do_evaluate():
+        crystals = resolve_input(out / "samples")
+        t0 = time.time()
+        res = evaluate_generation(
+            crystals, reference, dataset="perov_5", n_samples=args.n_samples, show_progress=show
+        )
+        res.metrics["seconds"] = round(time.time() - t0, 2)
+        write_generation_report(
+            res, out / "eval", inputs={"generated": str(crystals), "reference": str(reference)}
+        )
+        print(summary_table(res.metrics))
+
+    eval_cmd = _cmd("srd-evaluate", "gen", out / "samples", "--reference", reference, "--dataset", "perov_5",
+                    "-o", out / "eval", "--n-samples", args.n_samples, *quiet)  # fmt: skip
+    _step(
         "4/4 evaluate the generated crystals against the test split (CDVAE's protocol)",
-        evaluate.main,
-        [
-            "gen",
-            str(out / "samples"),
-            "--reference",
-            str(reference),
-            "--dataset",
-            "perov_5",
-            "-o",
-            str(out / "eval"),
-            "--n-samples",
-            str(args.n_samples),
-            *(["--quiet"] if args.tiny else []),
-        ],
+        eval_cmd,
         log,
+        do_evaluate,
     )
 
     total = time.perf_counter() - t_start
@@ -267,4 +304,4 @@ def write_report(out: Path, log: list[dict], total: float, args) -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "srd demo")

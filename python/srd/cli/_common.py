@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils import Terminated, resolve_device
+
 __all__ = [
     "EXIT_OK",
     "EXIT_FAILED",
@@ -50,19 +52,6 @@ def positive_int(text: str) -> int:
     return v
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """'auto' (or None) -> cuda if available else cpu; anything else is validated."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -89,11 +78,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: SIGTERM (what schedulers and ``timeout`` send), 128 + 15: finished work was saved, like Ctrl-C.
 EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised on SIGTERM. A subclass of KeyboardInterrupt, so every ``except KeyboardInterrupt`` that saves
-    finished work on Ctrl-C does the same on SIGTERM."""
 
 
 def _raise_terminated(signum, frame):
@@ -233,7 +217,7 @@ def add_reconstruction_args(
 
     def default(field: str) -> str:
         """What a flag defaults to: the budget's value, or ReconstructConfig's when no budget sets it."""
-        v = getattr(d, field)
+        v = "none" if getattr(d, field) is None else getattr(d, field)
         if field in in_budgets:
             return f" (default: the budget's; {v} when a budget does not set it)"
         return f" (default: {v})"
@@ -263,8 +247,12 @@ def add_reconstruction_args(
     g.add_argument(
         "--trials", type=positive_int, default=sup, help=f"{h}random restarts per crystal" + default("trials")
     )
-    g.add_argument("--hops", type=positive_int, default=sup, help=f"{h}basin hops per trial" + default("hops"))
-    g.add_argument("--steps", type=positive_int, default=sup, help=f"{h}Adam steps per hop" + default("steps"))
+    g.add_argument(
+        "--hops", type=positive_int, default=sup, help=f"{h}basin hops per trial" + default("hops")
+    )
+    g.add_argument(
+        "--steps", type=positive_int, default=sup, help=f"{h}Adam steps per hop" + default("steps")
+    )
     g.add_argument(
         "--lr", type=float, default=sup, help=f"{h}initial Adam learning rate (Angstrom)" + default("lr")
     )

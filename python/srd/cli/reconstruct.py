@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..recon_job import ReconItem, run_job, summary_line
+from ..reconstruct import ReconstructConfig
 from ..representation import (
     DATASET_N_MAX,
     Features,
@@ -32,7 +33,9 @@ Turn representation vectors back into crystals. The atom count, composition and 
 positions are found by Adam + ReduceLROnPlateau on the L1 distance between the pooled EAD and d_min of
 the trial structure and the target, restarted from random positions (trials) and perturbed from each
 trial's best (hops). All trials of all crystals in a batch advance in one batched descriptor call per
-step. Defaults are the paper's budget: 6 trials x 7 hops x 300 steps = 12,600 evaluations per crystal.
+step. The default budget is the paper's: 6 trials x 7 hops x 300 steps = 12,600 evaluations per crystal;
+--budget NAME picks another named budget (listed under "reconstruction" below), and the flags given
+explicitly override the budget's values.
 
 INPUT is either
   * ground-truth crystals (a CSV(.gz) with a 'cif' column, a folder of .cif files, or extxyz): they are
@@ -48,6 +51,7 @@ same OUT resumes: finished crystals are skipped. Scale out with
 
 examples:
   srd-reconstruct data/perov_5/test.csv.gz -o out --limit 20
+  srd-reconstruct data/perov_5/test.csv.gz -o out_fast --limit 100 --budget fast
   srd-reconstruct data/mp_20_partial/test.csv.gz -o out_mp --limit 100 --trials 2 --hops 3 --steps 200
 """
 
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="benchmark name (sets n_max) for ground-truth input",
     )
-    add_reconstruction_args(p)
+    add_reconstruction_args(p, default_budget="paper")
     p.add_argument(
         "--seed",
         type=int,
@@ -132,6 +136,80 @@ def _items_from_features(path: Path, limit, composition: str) -> tuple[list[Reco
     return items, feats
 
 
+def reconstruct_input(
+    input: str | Path,
+    output: str | Path,
+    *,
+    config: ReconstructConfig | None = None,
+    n_max: int | None = None,
+    dataset: str | None = None,
+    composition: str = "largest-remainder",
+    limit: int | None = None,
+    batch_size: int = 64,
+    device="cpu",
+    show_progress: bool = True,
+) -> dict:
+    """srd-reconstruct as a function: reconstruct the crystals of ``input`` into the folder ``output``.
+
+    ``input`` is ground truth (CSV(.gz) with a 'cif' column, folder of .cif, extxyz: featurised, then
+    reconstructed and scored, the Table 1 protocol) or a representations file (.pt: decoded with
+    ``composition``, then reconstructed). ``config`` defaults to the paper's budget
+    (``ReconstructConfig.preset("paper")``). Rerunning with the same ``output`` resumes.
+
+    Returns:
+        The summary written to ``output``/summary.json (rank 0 under torchrun; {} on other ranks).
+    """
+    path = Path(input)
+    if not path.exists():
+        raise FileNotFoundError(f"no such input: {path}")
+    check_output_dir(output, flag="-o/--output")
+    config = config or ReconstructConfig.preset("paper")
+    device = resolve_device(device) if isinstance(device, str) else device
+    if path.suffix == ".pt":
+        items, feats = _items_from_features(path, limit, composition)
+        params = feats.params
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "representations",
+            "limit": limit,
+            "composition": composition,
+        }
+    else:
+        from ..params import EADParams
+
+        dataset = dataset or dataset_from_path(path)
+        n_max = n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
+        if n_max is None:
+            raise ValueError(
+                f"cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20"
+            )
+        params = EADParams()
+        items = _items_from_truth(path, n_max, params, limit, show_progress)
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "ground truth",
+            "n_max": n_max,
+            "dataset": dataset,
+            "limit": limit,
+        }
+    usable = [it for it in items if it.target is not None]
+    if not usable:
+        reasons = [f"{it.id}: {it.reason}" for it in items[:3]]
+        raise ValueError(
+            f"no usable crystal in {path}: {len(items)} read, none can be reconstructed; first: {reasons}"
+        )
+    return run_job(
+        items,
+        output,
+        config=config,
+        params=params,
+        input_desc=desc,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.input)
@@ -144,50 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("cuda", "auto"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
-    config = reconstruct_config(args)
-    show = not args.quiet
-    if path.suffix == ".pt":
-        items, feats = _items_from_features(path, args.limit, args.composition)
-        params = feats.params
-        desc = {
-            "path": str(path.resolve()),
-            "kind": "representations",
-            "limit": args.limit,
-            "composition": args.composition,
-        }
-    else:
-        from ..params import EADParams
-
-        dataset = args.dataset or dataset_from_path(path)
-        n_max = args.n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
-        if n_max is None:
-            raise ValueError(
-                f"cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20"
-            )
-        params = EADParams()
-        items = _items_from_truth(path, n_max, params, args.limit, show)
-        desc = {
-            "path": str(path.resolve()),
-            "kind": "ground truth",
-            "n_max": n_max,
-            "dataset": dataset,
-            "limit": args.limit,
-        }
-    usable = [it for it in items if it.target is not None]
-    if not usable:
-        reasons = [f"{it.id}: {it.reason}" for it in items[:3]]
-        raise ValueError(
-            f"no usable crystal in {path}: {len(items)} read, none can be reconstructed; first: {reasons}"
-        )
-    summary = run_job(
-        items,
+    summary = reconstruct_input(
+        path,
         args.output,
-        config=config,
-        params=params,
-        input_desc=desc,
+        config=reconstruct_config(args),
+        n_max=args.n_max,
+        dataset=args.dataset,
+        composition=args.composition,
+        limit=args.limit,
         batch_size=args.batch_size,
         device=device,
-        show_progress=show,
+        show_progress=not args.quiet,
     )
     if summary:
         print("srd-reconstruct: " + summary_line(summary))

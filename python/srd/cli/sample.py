@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..recon_job import ReconItem, run_job, summary_line
+from ..reconstruct import ReconstructConfig
 from ..representation import Features, Rejected, decode
 from ..utils import read_json, run_metadata, sha256_file, write_json
 from ._common import (
@@ -34,10 +35,18 @@ eval_gen.pt (CDVAE's layout, so the community's evaluators read it) and summary.
 their reasons; seconds per crystal in diffusion and in reconstruction). Rerunning with the same OUT
 reuses the samples and resumes the reconstruction. Evaluate with `srd-evaluate gen OUT --reference ...`.
 
+The reconstruction budget is the paper's unless --budget NAME picks another (listed under
+"reconstruction" below); flags given explicitly override the budget's values.
+
 examples:
   srd-sample runs/perov/checkpoint.pt -n 32 -o samples --sampling-steps 100
   srd-sample runs/perov -n 1000 -o samples1k --trials 2 --hops 2 --steps 200
+  srd-sample runs/perov -n 100 -o samples_fast --budget fast --composition nearest --dmin-weight 10
 """
+
+
+#: srd-sample's reconstruction budget when --budget is not given (the paper's Algorithm 2).
+DEFAULT_BUDGET = "paper"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop after sampling and decoding (writes representations.pt and summary.json)",
     )
-    add_reconstruction_args(p, help_prefix="reconstruction: ")
+    add_reconstruction_args(p, default_budget=DEFAULT_BUDGET)
     p.add_argument(
         "--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch"
     )
@@ -79,44 +88,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def sample_crystals(
+    checkpoint: str | Path,
+    num_samples: int,
+    output: str | Path,
+    *,
+    config: ReconstructConfig | None = None,
+    composition: str = "largest-remainder",
+    sampling_steps: int | None = None,
+    eta: float | None = None,
+    use_ema: bool = True,
+    batch_size: int = 256,
+    seed: int = 0,
+    device="auto",
+    reconstruct: bool = True,
+    recon_batch_size: int = 64,
+    show_progress: bool = True,
+) -> dict:
+    """srd-sample as a function: sample ``num_samples`` R vectors from ``checkpoint`` (a RUN folder or its
+    checkpoint.pt), decode them with ``composition`` and (with ``reconstruct``) reconstruct them with
+    ``config`` (default: ``ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)``) into ``output``.
+
+    Rerunning with the same ``output`` reuses the samples and resumes the reconstruction.
+
+    Returns:
+        The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
+    """
+    from collections import Counter
+
     from ..diffusion import load_checkpoint, sample_representations
 
-    device = resolve_device(args.device)
-    out = check_output_dir(args.output, flag="-o/--output")
-    ckpt = Path(args.checkpoint)
+    config = config or ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)
+    device = resolve_device(device) if isinstance(device, str | None) else device
+    out = check_output_dir(output, flag="-o/--output")
+    ckpt = Path(checkpoint)
     ckpt_file = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
     loaded = load_checkpoint(ckpt_file, device=device)
     meta = loaded[1]
     sample_key = {
         "checkpoint_sha256": sha256_file(ckpt_file),
-        "n": args.num_samples,
-        "seed": args.seed,
-        "sampling_steps": args.sampling_steps,
-        "eta": args.eta,
-        "ema": not args.no_ema,
-        "batch_size": args.batch_size,
+        "n": num_samples,
+        "seed": seed,
+        "sampling_steps": sampling_steps,
+        "eta": eta,
+        "ema": use_ema,
+        "batch_size": batch_size,
     }
     reps_path = out / "representations.pt"
     key_path = out / "sampling.json"
     if reps_path.is_file() and key_path.is_file() and read_json(key_path).get("key") == sample_key:
         feats = Features.load(reps_path)
         t_diffusion = float(read_json(key_path).get("seconds", 0.0))
-        if not args.quiet:
+        if show_progress:
             print(f"srd-sample: reusing the {len(feats.ids)} samples in {reps_path}")
     else:
         t0 = time.perf_counter()
         R = sample_representations(
             loaded,
-            args.num_samples,
-            sampling_steps=args.sampling_steps,
-            eta=args.eta,
-            batch_size=args.batch_size,
-            seed=args.seed,
+            num_samples,
+            sampling_steps=sampling_steps,
+            eta=eta,
+            batch_size=batch_size,
+            seed=seed,
             device=device,
-            use_ema=not args.no_ema,
-            progress=not args.quiet,
+            use_ema=use_ema,
+            progress=show_progress,
         )
         t_diffusion = time.perf_counter() - t0
         bad = ~torch.isfinite(R).all(dim=1)
@@ -138,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         feats.save(reps_path)
         write_json(key_path, {"key": sample_key, "seconds": t_diffusion, **run_metadata()})
 
-    decoded = decode(feats.R.double(), feats.stats, feats.n_max, args.composition)
+    decoded = decode(feats.R.double(), feats.stats, feats.n_max, composition)
     items = [
         ReconItem(i, None, d.reason) if isinstance(d, Rejected) else ReconItem(i, d)
         for i, d in zip(feats.ids, decoded)
@@ -148,31 +184,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoint": str(ckpt_file),
         "dataset": feats.dataset,
         "n_samples": len(items),
-        "sampling_steps": args.sampling_steps or int(meta["train_config"].diffusion.timesteps),
-        "composition_decoding": args.composition,
+        "sampling_steps": sampling_steps or int(meta["train_config"].diffusion.timesteps),
+        "composition_decoding": composition,
         "rejected_at_decoding": n_rej,
         "seconds_diffusion_total": round(t_diffusion, 3),
         "seconds_diffusion_per_crystal": round(t_diffusion / max(len(items), 1), 5),
         "device": str(device),
     }
-    if args.no_reconstruct:
-        from collections import Counter
-
-        write_json(
-            out / "summary.json",
-            {
-                "sampling": sampling,
-                "rejection_reasons": dict(Counter(it.reason for it in items if it.target is None)),
-                **run_metadata(),
-            },
-        )
-        print(
-            f"srd-sample: {len(items)} vectors sampled ({t_diffusion:.1f} s), {n_rej} rejected at decoding; "
-            f"wrote {reps_path}"
-        )
-        return 0
-    config = reconstruct_config(args)
-    summary = run_job(
+    if not reconstruct:
+        summary = {
+            "sampling": sampling,
+            "rejection_reasons": dict(Counter(it.reason for it in items if it.target is None)),
+            **run_metadata(),
+        }
+        write_json(out / "summary.json", summary)
+        return summary
+    return run_job(
         items,
         out,
         config=config,
@@ -180,15 +207,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_desc={
             "path": str(reps_path.resolve()),
             "kind": "generated",
-            "composition": args.composition,
+            "composition": composition,
             **sample_key,
         },
-        batch_size=args.recon_batch_size,
+        batch_size=recon_batch_size,
         device=device,
         gen_mode=True,
-        show_progress=not args.quiet,
+        show_progress=show_progress,
         extra_summary={"sampling": sampling},
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = reconstruct_config(args)
+    out = Path(args.output)
+    summary = sample_crystals(
+        args.checkpoint,
+        args.num_samples,
+        out,
+        config=config,
+        composition=args.composition,
+        sampling_steps=args.sampling_steps,
+        eta=args.eta,
+        use_ema=not args.no_ema,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        reconstruct=not args.no_reconstruct,
+        recon_batch_size=args.recon_batch_size,
+        show_progress=not args.quiet,
+    )
+    sampling = summary.get("sampling", {})
+    if args.no_reconstruct:
+        n_rej, n = sampling["rejected_at_decoding"], sampling["n_samples"]
+        print(
+            f"srd-sample: {n} vectors sampled ({sampling['seconds_diffusion_total']:.1f} s), {n_rej} rejected "
+            f"at decoding; wrote {out / 'representations.pt'}"
+        )
+        return 0
     if summary:
         t = summary["timing"]
         print("srd-sample: " + summary_line(summary))

@@ -14,6 +14,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     HelpFormatter,
+    add_quiet_arg,
     check_output_dir,
     positive_int,
     print_config,
@@ -27,8 +28,8 @@ training split, and write RUN/checkpoint.pt, RUN/log.csv (step, epoch, loss, lr,
 RUN/config.json.
 
 Settings come from built-in defaults (the paper's: 1-D U-Net dim 64 x (1, 2, 4, 8), T = 2000 cosine
-schedule, Adam lr 1e-4, batch 64, 2000 epochs), overridden by --config FILE.toml (see configs/),
-overridden by the flags below. The resolved config is printed at start and saved with the run.
+schedule, Adam lr 1e-4, batch 64, 2000 epochs), overridden by --config (a packaged config by name, listed
+below, or a FILE.toml), overridden by the flags below. The resolved config is printed at start and saved with the run.
 
 TRAIN is a CDVAE-format CSV(.gz) (featurised and cached; the scaling statistics are fitted on it) or an
 srd features file (.pt from srd-featurize). Perov-5 and Carbon-24 ship without their train split:
@@ -46,11 +47,23 @@ Exit status: 0 done; 1 the training diverged (the loss became NaN / inf: the las
 """
 
 EPILOG = """\
+packaged configs (--config NAME; the files are in srd/configs/, a copy is a starting point for your own):
+{configs}
+
 examples:
-  srd-train --data data/perov_5/val.csv.gz --out runs/perov_5 --config configs/perov_5.toml
-  srd-train --data data/perov_5/val.csv.gz --out runs/small --config configs/small.toml
-  srd-train --data data/perov_5/val.csv.gz --out runs/small --config configs/small.toml --resume
+  srd-train --data data/perov_5/val.csv.gz --out runs/perov_5 --config perov_5
+  srd-train --data data/perov_5/val.csv.gz --out runs/small --config small
+  srd-train --data data/perov_5/val.csv.gz --out runs/small --config small --resume
+  srd-train --data data/perov_5/val.csv.gz --out runs/mine --config my_config.toml
 """
+
+
+def _epilog() -> str:
+    from ..diffusion.config import packaged_configs
+
+    configs = packaged_configs()
+    width = max((len(n) for n in configs), default=0) + 2
+    return EPILOG.format(configs="\n".join(f"  {n:<{width}}{d}" for n, d in configs.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="srd-train",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=_epilog(),
         formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
@@ -70,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="RUN", help="run folder (created; an existing run needs --resume)"
     )
     p.add_argument(
-        "--config", metavar="FILE.toml", help="TOML config file (configs/*.toml); flags override it"
+        "--config",
+        metavar="NAME|FILE.toml",
+        help="a packaged config by name (listed below, e.g. small, perov_5_cpu) or a TOML config file; "
+        "flags override it",
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, help="passes over the training data (default 2000)")
@@ -104,15 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run in RUN from its checkpoint (a RUN without one starts fresh)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     return p
 
 
 def resolve_config(args: argparse.Namespace):
     """defaults < --config file < flags."""
-    from ..diffusion.config import TrainConfig, load_toml
+    from ..diffusion.config import TrainConfig, config_path, load_toml
 
     config_file = getattr(args, "config", None)
+    if config_file:
+        config_file = config_path(config_file)  # a file, or a packaged config by name
     base = load_toml(config_file) if config_file else {}
     cfg = TrainConfig.from_dict(base, where=str(config_file or "config"))
     changes = {}
@@ -189,7 +207,7 @@ def load_training_features(config, *, rank: int = 0, world: int = 1, show_progre
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     resume = getattr(args, "resume", False)
-    no_progress = getattr(args, "no_progress", False)
+    no_progress = getattr(args, "quiet", False)
     import torch.distributed as dist
 
     from ..diffusion.trainer import TrainingDiverged, check_run_dir, setup_distributed, train

@@ -41,6 +41,9 @@ __all__ = [
     "RESUMABLE_FIELDS",
     "load_toml",
     "config_diff",
+    "CONFIGS_DIR",
+    "packaged_configs",
+    "config_path",
 ]
 
 
@@ -237,6 +240,37 @@ def load_toml(path: str | Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
+
+
+#: The training configs shipped inside the package (``srd-train --config NAME`` finds them by name).
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_configs() -> dict[str, str]:
+    """Name -> one-line description (the file's first comment line) of every packaged training config."""
+    out = {}
+    for path in sorted(CONFIGS_DIR.glob("*.toml")):
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        out[path.stem] = first[0].lstrip("#").strip() if first and first[0].startswith("#") else ""
+    return out
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """The TOML file of a training config: an existing file path as given, else a packaged config by name
+    (``small``, ``perov_5_cpu``; ``small.toml`` works too). FileNotFoundError naming the packaged configs
+    otherwise."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    name = text[: -len(".toml")] if text.endswith(".toml") else text
+    packaged = CONFIGS_DIR / f"{name}.toml"
+    if "/" not in text and "\\" not in text and packaged.is_file():
+        return packaged
+    names = ", ".join(packaged_configs()) or "none"
+    raise FileNotFoundError(
+        f"config {text!r}: no such file, and not the name of a packaged config (packaged: {names})"
+    )
 
 
 def _plain(obj: Any) -> Any:

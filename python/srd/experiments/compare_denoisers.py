@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Compare denoisers (the paper's 1-D U-Net vs block-aware models) under the same small CPU budget.
 
 Each variant is trained with ``srd.diffusion.train`` for the same budget (``--minutes`` of CPU time of one
@@ -15,9 +14,10 @@ time instead) on the training split, then judged by proxies that need no evaluat
 
 Perov-5's train split is not in this repository: val is the training split here (see data/README.md).
 
-    python scripts/compare_denoisers.py --minutes 10 --out runs/compare
-    python scripts/compare_denoisers.py --variants mlp,mlp@1e-3 --out runs/compare   # name@lr: other lr
-    python scripts/compare_denoisers.py --report --out runs/compare                   # table only
+    python -m srd.experiments.compare_denoisers --minutes 10 --out runs/compare
+    python -m srd.experiments.compare_denoisers --variants mlp,mlp@1e-3 --out runs/compare   # name@lr: other lr
+    python -m srd.experiments.compare_denoisers --report --out runs/compare                   # table only
+    python -m srd.experiments.compare_denoisers --steps 200 --limit 500 --out runs/quick      # fixed steps
 
 Each variant's results go to OUT/results_<variant>.json (so variants can run as parallel processes into the
 same OUT); the table covers every results file in OUT.
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
-from srd.diffusion import (
+from ..cli._common import HelpFormatter, positive_int, run
+from ..diffusion import (
     TrainConfig,
     build_diffusion,
     load_checkpoint,
@@ -44,7 +45,9 @@ from srd.diffusion import (
     sample_representations,
     train,
 )
-from srd.representation import Features, Rejected, decode, featurize
+from ..representation import Features, Rejected, decode, featurize
+
+PROG = "python -m srd.experiments.compare_denoisers"
 
 VARIANTS = {
     "unet1d": {"model": "unet1d"},  # the paper's size: dim 64, mults (1, 2, 4, 8)
@@ -178,44 +181,68 @@ def print_table(out: Path) -> None:
         print(f"  {name:<22} " + "  ".join(f"t={k}: {v:.4f}" for k, v in r["held_out_loss"].items()))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument(
         "--train", default="data/perov_5/val.csv.gz", help="training split (CSV or srd features .pt)"
     )
     ap.add_argument("--test", default="data/perov_5/test.csv.gz", help="held-out split (CSV or .pt)")
-    ap.add_argument("--dataset", default="perov_5")
+    ap.add_argument("--dataset", default="perov_5", help="dataset of the CSVs (sets n_max)")
     ap.add_argument("--out", default="runs/compare_denoisers", help="output folder (runs and results.json)")
     ap.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}"
     )
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per variant")
     ap.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="train every variant for exactly this many steps instead (no calibration; --minutes ignored)",
+    )
+    ap.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first N crystals of --train and --test"
+    )
+    ap.add_argument(
         "--budget", choices=("cpu", "wall"), default="cpu", help="count CPU time (default) or wall time"
     )
     ap.add_argument("--report", action="store_true", help="only print the table of the results in --out")
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--ema-decay", type=float, default=0.999)
-    ap.add_argument("--n-samples", type=int, default=500)
+    ap.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (name@lr overrides it)")
+    ap.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
+    ap.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
+    ap.add_argument("--n-samples", type=positive_int, default=500, help="samples per variant")
     ap.add_argument("--sampling-steps", type=int, default=100, help="K of the K-step sampler")
     ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 respaced ancestral)")
     ap.add_argument("--held-out", type=int, default=256, help="test vectors for the held-out loss")
     ap.add_argument("--slow-model-samples", type=int, default=64, help="samples for the paper-size U-Net")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the weights, data order, noise and samples")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v.partition("@")[0] not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(VARIANTS)} (name@lr)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.report:
         print_table(out)
         return 0
+    for flag, path in (("--train", args.train), ("--test", args.test)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} {path}: no such file (run from a checkout, or pass {flag})")
     out.mkdir(parents=True, exist_ok=True)
 
     def load(path, stats=None):
         if str(path).endswith(".pt"):
-            return Features.load(path)
-        return featurize(path, dataset=args.dataset, stats=stats, use_cache=True, show_progress=False)
+            f = Features.load(path)
+            if args.limit:
+                f = Features(f.R[: args.limit], f.ids[: args.limit], f.stats, f.n_max, f.params, f.dataset)
+            return f
+        return featurize(
+            path, dataset=args.dataset, stats=stats, limit=args.limit, use_cache=True, show_progress=False
+        )
 
     tr = load(args.train)
     te = load(args.test, stats=tr.stats)
@@ -252,7 +279,9 @@ def main(argv=None) -> int:
         )
         run = out / name
         cpu_per_step = None
-        if args.budget == "cpu":
+        if args.steps:
+            cfg = cfg.replace(max_steps=args.steps)
+        elif args.budget == "cpu":
             cpu_per_step = cpu_seconds_per_step(cfg, tr)
             cfg = cfg.replace(max_steps=max(1, int(args.minutes * 60 / cpu_per_step)))
             print(f"{name}: {cpu_per_step:.3f} CPU s/step -> {cfg.max_steps} steps", file=sys.stderr)
@@ -309,4 +338,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, PROG)

@@ -1,54 +1,96 @@
-#!/usr/bin/env python
 """Match rate versus reconstruction budget (README, Table 1 "beyond the paper").
 
-Runs srd-reconstruct on the first N crystals of a split with several budgets, each into its own
-folder (so a rerun resumes), and prints a Markdown table: match rate, RMSE, mean evaluations and CPU
-seconds per crystal.
+Reconstructs the first N crystals of a ground-truth split with several named budgets
+(srd.reconstruct.PRESETS, as `srd-reconstruct --budget NAME` does), each into its own folder (so a rerun
+resumes), and prints a Markdown table: match rate, RMSE, mean evaluations and CPU seconds per crystal.
 
-    python scripts/recon_budget.py data/perov_5/test.csv.gz --limit 100 --out runs/budget_perov
-    python scripts/recon_budget.py data/carbon_24/test.csv.gz --limit 50 --budgets paper,fast
+    python -m srd.experiments.recon_budget data/perov_5/test.csv.gz --limit 100 --out runs/budget_perov
+    python -m srd.experiments.recon_budget data/carbon_24/test.csv.gz --limit 50 --budgets paper,fast
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from srd.cli.reconstruct import main as reconstruct_main
-from srd.reconstruct import BUDGETS
+from ..cli._common import budget_help, positive_int, run
+from ..reconstruct import PRESETS, get_preset
+
+PROG = "python -m srd.experiments.recon_budget"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="ground-truth split (CSV(.gz) with a 'cif' column)")
-    p.add_argument("--limit", type=int, default=20, help="first N crystals")
-    p.add_argument("--out", default=None, help="parent folder of the runs (default runs/budget_<split>)")
-    p.add_argument(
-        "--budgets", default="paper,paper/10,fast", help=f"comma-separated, from {sorted(BUDGETS)}"
+def _budgets(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown budget(s) {', '.join(unknown) or repr(text)}; known: {', '.join(PRESETS)}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        epilog="budgets (srd/presets/reconstruct.toml):\n" + budget_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    p.add_argument("input", help="ground-truth split (CSV(.gz) with a 'cif' column)")
+    p.add_argument("--limit", type=positive_int, default=20, help="first N crystals (default 20)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="parent folder of the runs (default runs/budget_<dataset>_<split>_<limit>)",
+    )
+    p.add_argument(
+        "--budgets",
+        type=_budgets,
+        default=_budgets("paper,paper/10,fast"),
+        help=f"comma-separated budget names, from: {', '.join(PRESETS)} (default paper,paper/10,fast)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32, help="crystals per batch (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def budget_table(split: Path, limit: int, seed: int, rows: Sequence[tuple]) -> str:
+    """The Markdown table of (budget, match rate, RMSE, n, evaluations, seconds, flags) rows."""
+    lines = [
+        f"{split} (first {limit} crystals), seed {seed}:",
+        "",
+        "| budget | match rate (%) | RMSE | crystals | evaluations / crystal | s / crystal | flags |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, mr, rmse, n, ev, sec, flags in rows:
+        rmse_s = "—" if rmse is None else f"{rmse:.4f}"
+        lines.append(f"| {name} | {mr:.2f} | {rmse_s} | {n} | {ev:.0f} | {sec:.2f} | `{flags}` |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli.reconstruct import reconstruct_input
+
+    args = build_parser().parse_args(argv)
     split = Path(args.input)
+    if not split.is_file():
+        raise FileNotFoundError(f"no such input: {split}")
     out = Path(args.out or f"runs/budget_{split.parent.name}_{split.name.split('.')[0]}_{args.limit}")
     rows = []
-    for name in args.budgets.split(","):
+    for name in args.budgets:
         folder = out / name.replace("/", "_")
-        reconstruct_main(
-            [
-                str(split),
-                "-o",
-                str(folder),
-                "--limit",
-                str(args.limit),
-                "--seed",
-                str(args.seed),
-                "--batch-size",
-                str(args.batch_size),
-                *BUDGETS[name],
-            ]
+        reconstruct_input(
+            split,
+            folder,
+            config=get_preset(name).config(seed=args.seed),
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+            show_progress=not args.quiet,
         )
         s = json.loads((folder / "summary.json").read_text())
         rec, t = s["reconstruction"], s["timing"]
@@ -60,17 +102,12 @@ def main(argv=None) -> int:
                 rec["n"],
                 t["evaluations_per_crystal_mean"],
                 t["seconds_per_crystal_mean"],
-                " ".join(BUDGETS[name]),
+                " ".join(PRESETS[name].flags()),
             )
         )
-    print(f"\n{split} (first {args.limit} crystals), seed {args.seed}:\n")
-    print("| budget | match rate (%) | RMSE | crystals | evaluations / crystal | s / crystal | flags |")
-    print("|---|---|---|---|---|---|---|")
-    for name, mr, rmse, n, ev, sec, flags in rows:
-        rmse_s = "—" if rmse is None else f"{rmse:.4f}"
-        print(f"| {name} | {mr:.2f} | {rmse_s} | {n} | {ev:.0f} | {sec:.2f} | `{flags}` |")
+    print("\n" + budget_table(split, args.limit, args.seed, rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, PROG)

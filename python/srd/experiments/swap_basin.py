@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Why "lowest loss wins" picked a wrong structure for Perov-5 test crystal 0 (TiOsNOF), and what fixes it.
 
 Measures, for one crystal of a ground-truth split (default: the first row of data/perov_5/test.csv.gz):
@@ -7,40 +6,100 @@ Measures, for one crystal of a ground-truth split (default: the first row of dat
    sites exchanged (default O and F), without any relaxation: how far apart the two labelings are in R;
 2. the loss reached from starts within +-A Angstrom of the truth (float32 and float64): how deep and how
    wide the true basin is;
-3. the six trial losses at the paper's budget (6 x 7 x 300) without and with swap hops, and whether the
-   chosen structure matches the truth (CDVAE's StructureMatcher).
+3. the six trial losses at the paper's budget (6 x 7 x 300; --budget NAME for another named budget)
+   without and with swap hops, and whether the chosen structure matches the truth (CDVAE's
+   StructureMatcher).
 
-    python scripts/swap_basin.py                       # TiOsNOF, O <-> F
-    python scripts/swap_basin.py --row 5 --swap O,N
+    python -m srd.experiments.swap_basin                       # TiOsNOF, O <-> F
+    python -m srd.experiments.swap_basin --row 5 --swap O,N
 """
 
 from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from ..cli._common import positive_int, run
+from ..reconstruct import PRESETS
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default="data/perov_5/test.csv.gz", help="ground-truth CSV(.gz)")
-    p.add_argument("--row", type=int, default=0, help="row of the crystal in INPUT")
-    p.add_argument("--n-max", type=int, default=5)
-    p.add_argument("--swap", default="O,F", help="two element symbols whose sites to exchange")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+PROG = "python -m srd.experiments.swap_basin"
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--input",
+        default="data/perov_5/test.csv.gz",
+        help="ground-truth CSV(.gz) (default: the checkout's Perov-5 test split)",
+    )
+    p.add_argument("--row", type=int, default=0, help="row of the crystal in INPUT (default 0)")
+    p.add_argument("--n-max", type=positive_int, default=5, help="largest atom count (default 5, Perov-5)")
+    p.add_argument("--swap", default="O,F", help="two element symbols whose sites to exchange (default O,F)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the noise and of the reconstruction (default 0)"
+    )
+    p.add_argument(
+        "--amplitudes",
+        type=_floats,
+        default=[0.05, 0.2, 0.5, 1.0],
+        help="part 2: noise amplitudes A in Angstrom, comma-separated (default 0.05,0.2,0.5,1.0)",
+    )
+    p.add_argument(
+        "--descent-steps", type=positive_int, default=300, help="part 2: steps of each descent (default 300)"
+    )
+    p.add_argument(
+        "--budget",
+        choices=list(PRESETS),
+        default="paper",
+        metavar="NAME",
+        help=f"part 3: the reconstruction budget, one of {', '.join(PRESETS)} (default paper); its swap "
+        "probability is replaced by 0 and 0.5",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore")
 
-    from srd.metrics import match_structures
-    from srd.reconstruct import ReconstructConfig, reconstruct
-    from srd.representation import decoded_from_structures, prepare_structure
-    from srd.structures import read_structures
+    from ..metrics import match_structures
+    from ..reconstruct import ReconstructConfig, reconstruct
+    from ..representation import decoded_from_structures, prepare_structure
+    from ..structures import read_structures
 
-    rec = list(read_structures(args.input, limit=args.row + 1))[args.row]
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"--input {args.input}: no such file (run from a checkout, or pass --input)")
+    try:
+        a, b = args.swap.split(",")
+    except ValueError:
+        raise ValueError(f"--swap {args.swap}: expected two element symbols, e.g. O,F") from None
+    records = list(read_structures(args.input, limit=args.row + 1))
+    if len(records) <= args.row:
+        raise ValueError(f"--row {args.row}: {args.input} has only {len(records)} crystals")
+    rec = records[args.row]
+    if rec.structure is None:
+        raise ValueError(f"--row {args.row}: crystal {rec.id} could not be read ({rec.error})")
     s = prepare_structure(rec.structure, n_max=args.n_max)
-    a, b = args.swap.split(",")
     print(f"crystal {rec.id}: {s.composition.formula}, exchanging the sites of {a} and {b}")
+    symbols = {x.specie.symbol for x in s}
+    missing = [e for e in (a, b) if e not in symbols]
+    if missing:
+        raise ValueError(
+            f"--swap {args.swap}: {rec.id} has no {', '.join(missing)} (it has {', '.join(sorted(symbols))})"
+        )
     ia = next(i for i, x in enumerate(s) if x.specie.symbol == a)
     ib = next(i for i, x in enumerate(s) if x.specie.symbol == b)
     sw = s.copy()
@@ -53,18 +112,22 @@ def main(argv=None) -> int:
     order = np.argsort([x.specie.Z for x in s], kind="stable")  # reconstruction orders atoms by Z
     truth = s.cart_coords[order]
     rng = np.random.default_rng(args.seed)
-    print("2. one 300-step descent from the truth plus U[-A, A] Angstrom noise:")
-    for amp in (0.05, 0.2, 0.5, 1.0):
+    print(f"2. one {args.descent_steps}-step descent from the truth plus U[-A, A] Angstrom noise:")
+    for amp in args.amplitudes:
         row = []
         for dt in ("float32", "float64"):
-            cfg = ReconstructConfig(trials=1, hops=1, steps=300, dtype=dt)
+            cfg = ReconstructConfig(trials=1, hops=1, steps=args.descent_steps, dtype=dt)
             r = reconstruct([t], ["x"], config=cfg, initial=[truth + rng.uniform(-amp, amp, truth.shape)])[0]
             row.append(f"{dt} {r.loss:.2e}")
         print(f"   A = {amp:4.2f}: " + ", ".join(row))
 
-    print("3. the paper's budget (6 trials x 7 hops x 300 steps), float32, seed", args.seed)
+    base = ReconstructConfig.preset(args.budget, seed=args.seed)
+    label = "the paper's budget" if args.budget == "paper" else f"the {args.budget} budget"
+    print(
+        f"3. {label} ({base.trials} trials x {base.hops} hops x {base.steps} steps), {base.dtype}, seed {args.seed}"
+    )
     for swap in (0.0, 0.5):
-        cfg = ReconstructConfig(swap_prob=swap, seed=args.seed)
+        cfg = base.replace(swap_prob=swap)
         r = reconstruct([t], [str(rec.id)], config=cfg)[0]
         m = match_structures([r.structure], [s])
         losses = ", ".join(f"{x:.1e}" for x in sorted(r.trial_losses))
@@ -74,4 +137,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main, PROG)

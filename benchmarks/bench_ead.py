@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import srd  # noqa: E402
 from dense_box import ead_dense_box  # noqa: E402
-from srd.reference import neighbor_pairs_reference  # noqa: E402
+from srd.descriptor.reference import neighbor_pairs_reference  # noqa: E402
 from srd.representation import pooled_ead  # noqa: E402
 from srd.structures import Batch, read_structures  # noqa: E402
 

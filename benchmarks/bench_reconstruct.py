@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from srd.reconstruct import ReconstructConfig, reconstruct
+from srd.reconstruction import ReconstructConfig, reconstruct
 from srd.representation import DATASET_N_MAX, decoded_from_structures, prepare_structure
 from srd.structures import read_structures
 

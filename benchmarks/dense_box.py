@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from srd.reference import image_shifts
+from srd.descriptor.reference import image_shifts
 
 
 def ead_dense_box(positions, numbers, cell, params) -> torch.Tensor:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from srd.cli.train import build_parser, main, resolve_config
-from srd.params import EADParams
+from srd.descriptor.params import EADParams
 from srd.representation import Features, Layout, ScalingStats
 
 ROOT = Path(__file__).resolve().parents[1]

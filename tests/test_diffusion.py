@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from srd.descriptor.params import EADParams
 from srd.diffusion import (
     EMA,
     GaussianDiffusion,
@@ -27,7 +28,6 @@ from srd.diffusion import (
     train,
 )
 from srd.diffusion.config import config_path, load_toml
-from srd.params import EADParams
 from srd.representation import Features, Layout, ScalingStats
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -92,7 +92,7 @@ def test_devices():
 
 def test_cuda_tensor_without_cuda_kernels(monkeypatch):
     """A CUDA tensor on a build without CUDA kernels gets a message that says so."""
-    from srd import ops
+    from srd.descriptor import ops
 
     monkeypatch.setattr(ops, "has_cuda_kernels", lambda: False)
 

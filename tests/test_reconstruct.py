@@ -15,7 +15,7 @@ import torch
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from conftest import DATA, ROOT, real_crystals
-from srd.reconstruct import ReconstructConfig, reconstruct
+from srd.reconstruction import ReconstructConfig, reconstruct
 from srd.representation import decoded_from_structures, prepare_structure
 
 MATCHER = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
@@ -153,7 +153,7 @@ def test_config_validation_lists_every_problem():
 
 
 def test_presets_are_data_with_the_known_values():
-    from srd.reconstruct import BUDGETS, PRESETS, PRESETS_FILE, preset
+    from srd.reconstruction import BUDGETS, PRESETS, PRESETS_FILE, preset
 
     assert PRESETS_FILE.is_file() and PRESETS_FILE.parent.parent.name == "srd"
     assert list(PRESETS)[:5] == ["paper", "paper+swap", "paper/10", "fast", "fast-noswap"]
@@ -176,7 +176,7 @@ def test_presets_are_data_with_the_known_values():
 
 
 def test_bad_preset_file_lists_every_problem(tmp_path):
-    from srd.reconstruct import _load_presets
+    from srd.reconstruction.config import _load_presets
 
     bad = tmp_path / "presets.toml"
     bad.write_text(
@@ -193,7 +193,7 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     from srd.cli import sample as sample_cli
     from srd.cli._common import reconstruct_config
     from srd.cli.reconstruct import build_parser
-    from srd.reconstruct import preset
+    from srd.reconstruction import preset
 
     p = build_parser()
     base = ["in.csv", "-o", "out"]
@@ -214,7 +214,7 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     with pytest.raises(SystemExit):
         p.parse_args(["--help"])
     out = capsys.readouterr().out
-    from srd.reconstruct import PRESETS
+    from srd.reconstruction import PRESETS
 
     for name, pre in PRESETS.items():
         assert name in out and pre.description in out
@@ -269,7 +269,7 @@ def test_cli_resume_gives_the_same_files(tmp_path, monkeypatch):
     ref = tmp_path / "ref"
     assert main([*args[:1], "-o", str(ref), *args[1:]]) == 0
     # Interrupt the second batch of another run, then rerun it.
-    import srd.recon_job as job
+    import srd.reconstruction.job as job
 
     calls = {"n": 0}
     real = job.reconstruct

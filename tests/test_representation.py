@@ -23,8 +23,8 @@ from srd.representation import (
     largest_remainder,
     nearest_counts,
     prepare_structure,
-    read_structures,
 )
+from srd.structures import read_structures
 
 LAYOUT = Layout()
 
@@ -92,7 +92,7 @@ SPLITS = sorted(DATA.glob("*/*.csv.gz"))
 def test_decode_encode_recovers_every_crystal_of_every_split(path: Path):
     """decode(encode(crystal)) gives back n, the composition and the (Niggli) lattice of every crystal."""
     n_max = {"perov_5": 5, "carbon_24": 24, "mp_20_partial": 20}[path.parent.name]
-    from srd.representation import _read_and_prepare
+    from srd.representation.featurize import _read_and_prepare
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

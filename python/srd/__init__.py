@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (must be imported before the extension)
 
 from . import _C  # noqa: F401
-from .ops import ead, ead_batch, has_cuda_kernels, min_distance, nearest_pairs
-from .params import EADParams
+from .descriptor import EADParams, ead, ead_batch, has_cuda_kernels, min_distance, nearest_pairs
 
 __version__ = "0.1.0"
 

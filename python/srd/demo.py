@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .cli._common import HelpFormatter, budget_help, run
-from .reconstruct import PRESETS, ReconstructConfig
+from .reconstruction import PRESETS, ReconstructConfig
 
 #: The files the demo reads, relative to --data-dir.
 TEST_SPLIT = "perov_5/test.csv.gz"
@@ -105,13 +105,13 @@ GEN_DMIN_WEIGHT = 10.0
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .cli._common import seed_everything
-    from .cli.reconstruct import reconstruct_input
-    from .cli.sample import sample_crystals
     from .diffusion import TrainConfig, train
     from .diffusion.config import config_path, load_toml
     from .diffusion.plot import plot_loss
+    from .generate import sample_crystals
     from .metrics import evaluate_generation, resolve_input
     from .metrics.report import summary_table, write_generation_report
+    from .reconstruction import reconstruct_input
     from .representation import featurize
 
     data_dir = Path(args.data_dir)

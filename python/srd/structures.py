@@ -125,7 +125,7 @@ def close_pair_problem(structure: Structure) -> str | None:
     The closest pair over all periodic images comes from srd's exact nearest-pair search (two atoms at
     one place give 0); pairs closer than :data:`MIN_PAIR_DISTANCE` are refused.
     """
-    from .ops import nearest_pairs
+    from .descriptor import nearest_pairs
 
     pos = torch.tensor(np.array(structure.cart_coords), dtype=torch.float64)
     cell = torch.tensor(np.array(structure.lattice.matrix), dtype=torch.float64)[None]

@@ -317,3 +317,53 @@ def resolve_device(name: str | None) -> torch.device:
 class Terminated(KeyboardInterrupt):
     """Raised on SIGTERM. A subclass of KeyboardInterrupt, so every ``except KeyboardInterrupt`` that saves
     finished work on Ctrl-C does the same on SIGTERM."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Output paths (checked by every tool before any work)
+# ------------------------------------------------------------------------------------------------
+__all__ += ["check_output_dir", "check_output_file"]
+
+
+def check_output_dir(path, *, flag: str = "-o/--out", create: bool = True) -> Path:
+    """Check, before any work, that ``path`` is (or can be created as) a writable folder; return it.
+
+    With ``create`` the folder is created (a probe file checks that it is writable); without, nothing is
+    written: a missing folder's nearest existing parent must be a writable folder. Raises ValueError
+    naming the flag when the path is a file, or cannot be created or written.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    if not create:
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {path}: cannot create the folder ({parent} is not a folder)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: {parent} is not writable")
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot create the folder ({err.strerror or err})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".srd-write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: the folder is not writable ({err.strerror or err})") from None
+    return path
+
+
+def check_output_file(path, *, flag: str = "-o/--output") -> Path:
+    """Check, before any work, that ``path`` can be written as a file (not a folder; its folder writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+    check_output_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} {path}: its folder")
+    return path

@@ -9,12 +9,11 @@ import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..utils import Terminated, resolve_device
+from ..utils import Terminated, check_output_dir, check_output_file, resolve_device
 
 __all__ = [
     "EXIT_OK",
@@ -130,50 +129,6 @@ def add_quiet_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_output_dir(path, *, flag: str = "-o/--out", create: bool = True) -> Path:
-    """Check, before any work, that ``path`` is (or can be created as) a writable folder; return it.
-
-    With ``create`` the folder is created (a probe file checks that it is writable); without, nothing is
-    written: a missing folder's nearest existing parent must be a writable folder. Raises ValueError
-    naming the flag when the path is a file, or cannot be created or written.
-    """
-    import os
-    import tempfile
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path}: exists and is not a folder")
-    if not create:
-        parent = path
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ValueError(f"{flag} {path}: cannot create the folder ({parent} is not a folder)")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {path}: {parent} is not writable")
-        return path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{flag} {path}: cannot create the folder ({err.strerror or err})") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".srd-write-probe.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ValueError(f"{flag} {path}: the folder is not writable ({err.strerror or err})") from None
-    return path
-
-
-def check_output_file(path, *, flag: str = "-o/--output") -> Path:
-    """Check, before any work, that ``path`` can be written as a file (not a folder; its folder writable)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path}: is a folder; expected a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} {path}: its folder")
-    return path
-
-
 def _tol(text: str) -> float | None:
     """--tol: a number, or none/off (no early stopping, e.g. to switch off a budget's)."""
     if text.strip().lower() in ("none", "off"):
@@ -186,7 +141,7 @@ def _tol(text: str) -> float | None:
 
 def budget_help() -> str:
     """The named reconstruction budgets, one per line with its description and flags (for --help texts)."""
-    from ..reconstruct import PRESETS
+    from ..reconstruction import PRESETS
 
     width = max(len(n) for n in PRESETS) + 2
     lines = []
@@ -201,12 +156,12 @@ def add_reconstruction_args(
 ) -> None:
     """The flags of Algorithm 2 (and of decoding a representation), shared by srd-reconstruct and srd-sample.
 
-    ``--budget NAME`` (default ``default_budget``) picks a named budget of :data:`srd.reconstruct.PRESETS`:
+    ``--budget NAME`` (default ``default_budget``) picks a named budget of :data:`srd.reconstruction.PRESETS`:
     its values are the defaults, and every flag given explicitly overrides them (the flags have no argparse
     default, so a flag that is not given is absent from the namespace). :func:`reconstruct_config` reads
     them back. The flags form one argument group whose --help text lists the budgets.
     """
-    from ..reconstruct import PRESETS, ReconstructConfig
+    from ..reconstruction import PRESETS, ReconstructConfig
     from ..representation import COMPOSITION_DECODINGS
 
     if default_budget not in PRESETS:
@@ -225,7 +180,7 @@ def add_reconstruction_args(
     g = p.add_argument_group(
         "reconstruction",
         "--budget NAME sets every setting of the search; the flags below given explicitly override it\n"
-        "(srd/presets/reconstruct.toml; in Python: srd.reconstruct.ReconstructConfig.preset(NAME)):\n"
+        "(srd/presets/reconstruct.toml; in Python: srd.reconstruction.ReconstructConfig.preset(NAME)):\n"
         + budget_help(),
     )
     sup = argparse.SUPPRESS
@@ -325,7 +280,7 @@ def reconstruct_config(args: argparse.Namespace):
 
     Settings without a flag (plateau_threshold) keep the budget's value, else their defaults.
     """
-    from ..reconstruct import ReconstructConfig
+    from ..reconstruction import ReconstructConfig
 
     names = [f.name for f in dataclasses.fields(ReconstructConfig)]
     overrides = {n: getattr(args, n) for n in names if hasattr(args, n)}

@@ -6,20 +6,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..recon_job import ReconItem, run_job, summary_line
-from ..reconstruct import ReconstructConfig
+from ..reconstruction import reconstruct_input, summary_line
 from ..representation import (
     DATASET_N_MAX,
-    Features,
-    Rejected,
-    dataset_from_path,
-    decode,
-    decoded_from_structures,
-    prepare_structure,
 )
-from ..structures import read_structures
 from ._common import (
     HelpFormatter,
+    add_quiet_arg,
     add_reconstruction_args,
     check_output_dir,
     positive_int,
@@ -100,114 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="crystals per batch (x trials replicas per descriptor call); results are written after "
         "every batch",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     return p
-
-
-def _items_from_truth(path: Path, n_max: int, params, limit, show_progress) -> list[ReconItem]:
-    items, good = [], []
-    for rec in read_structures(path, limit=limit):
-        if rec.structure is None:
-            items.append(ReconItem(rec.id, None, rec.error, scored=True))
-            continue
-        try:
-            s = prepare_structure(rec.structure, n_max=n_max, where=rec.id)
-        except ValueError as err:
-            items.append(ReconItem(rec.id, None, str(err), scored=True))
-            continue
-        items.append(ReconItem(rec.id, None, None, s, scored=True))
-        good.append(len(items) - 1)
-    if not good:
-        return items
-    targets = decoded_from_structures(
-        [items[k].truth for k in good], n_max=n_max, params=params, show_progress=show_progress
-    )
-    for k, t in zip(good, targets):
-        items[k].target = t
-    return items
-
-
-def _items_from_features(path: Path, limit, composition: str) -> tuple[list[ReconItem], Features]:
-    feats = Features.load(path)
-    R, ids = feats.R[:limit], feats.ids[:limit]
-    items = []
-    for rid, d in zip(ids, decode(R.double(), feats.stats, feats.n_max, composition)):
-        items.append(ReconItem(rid, None, d.reason) if isinstance(d, Rejected) else ReconItem(rid, d))
-    return items, feats
-
-
-def reconstruct_input(
-    input: str | Path,
-    output: str | Path,
-    *,
-    config: ReconstructConfig | None = None,
-    n_max: int | None = None,
-    dataset: str | None = None,
-    composition: str = "largest-remainder",
-    limit: int | None = None,
-    batch_size: int = 64,
-    device="cpu",
-    show_progress: bool = True,
-) -> dict:
-    """srd-reconstruct as a function: reconstruct the crystals of ``input`` into the folder ``output``.
-
-    ``input`` is ground truth (CSV(.gz) with a 'cif' column, folder of .cif, extxyz: featurised, then
-    reconstructed and scored, the Table 1 protocol) or a representations file (.pt: decoded with
-    ``composition``, then reconstructed). ``config`` defaults to the paper's budget
-    (``ReconstructConfig.preset("paper")``). Rerunning with the same ``output`` resumes.
-
-    Returns:
-        The summary written to ``output``/summary.json (rank 0 under torchrun; {} on other ranks).
-    """
-    path = Path(input)
-    if not path.exists():
-        raise FileNotFoundError(f"no such input: {path}")
-    check_output_dir(output, flag="-o/--output")
-    config = config or ReconstructConfig.preset("paper")
-    device = resolve_device(device) if isinstance(device, str) else device
-    if path.suffix == ".pt":
-        items, feats = _items_from_features(path, limit, composition)
-        params = feats.params
-        desc = {
-            "path": str(path.resolve()),
-            "kind": "representations",
-            "limit": limit,
-            "composition": composition,
-        }
-    else:
-        from ..params import EADParams
-
-        dataset = dataset or dataset_from_path(path)
-        n_max = n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
-        if n_max is None:
-            raise ValueError(
-                f"cannot tell n_max for {path}; pass --n-max N or --dataset perov_5|carbon_24|mp_20"
-            )
-        params = EADParams()
-        items = _items_from_truth(path, n_max, params, limit, show_progress)
-        desc = {
-            "path": str(path.resolve()),
-            "kind": "ground truth",
-            "n_max": n_max,
-            "dataset": dataset,
-            "limit": limit,
-        }
-    usable = [it for it in items if it.target is not None]
-    if not usable:
-        reasons = [f"{it.id}: {it.reason}" for it in items[:3]]
-        raise ValueError(
-            f"no usable crystal in {path}: {len(items)} read, none can be reconstructed; first: {reasons}"
-        )
-    return run_job(
-        items,
-        output,
-        config=config,
-        params=params,
-        input_desc=desc,
-        batch_size=batch_size,
-        device=device,
-        show_progress=show_progress,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from ..recon_job import ReconItem, run_job, summary_line
-from ..reconstruct import ReconstructConfig
-from ..representation import Features, Rejected, decode
-from ..utils import read_json, run_metadata, sha256_file, write_json
+from ..generate import DEFAULT_BUDGET, sample_crystals
+from ..reconstruction import summary_line
 from ._common import (
     HelpFormatter,
+    add_quiet_arg,
     add_reconstruction_args,
-    check_output_dir,
     positive_int,
     reconstruct_config,
-    resolve_device,
     run,
 )
 
@@ -45,8 +39,6 @@ examples:
 """
 
 
-#: srd-sample's reconstruction budget when --budget is not given (the paper's Algorithm 2).
-DEFAULT_BUDGET = "paper"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,138 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recon-batch-size", type=positive_int, default=64, help="crystals per reconstruction batch"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     return p
-
-
-def sample_crystals(
-    checkpoint: str | Path,
-    num_samples: int,
-    output: str | Path,
-    *,
-    config: ReconstructConfig | None = None,
-    composition: str = "largest-remainder",
-    sampling_steps: int | None = None,
-    eta: float | None = None,
-    use_ema: bool = True,
-    batch_size: int = 256,
-    seed: int = 0,
-    device="auto",
-    reconstruct: bool = True,
-    recon_batch_size: int = 64,
-    show_progress: bool = True,
-) -> dict:
-    """srd-sample as a function: sample ``num_samples`` R vectors from ``checkpoint`` (a RUN folder or its
-    checkpoint.pt), decode them with ``composition`` and (with ``reconstruct``) reconstruct them with
-    ``config`` (default: ``ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)``) into ``output``.
-
-    Rerunning with the same ``output`` reuses the samples and resumes the reconstruction.
-
-    Returns:
-        The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
-    """
-    from collections import Counter
-
-    from ..diffusion import load_checkpoint, sample_representations
-
-    config = config or ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)
-    device = resolve_device(device) if isinstance(device, str | None) else device
-    out = check_output_dir(output, flag="-o/--output")
-    ckpt = Path(checkpoint)
-    ckpt_file = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
-    loaded = load_checkpoint(ckpt_file, device=device)
-    meta = loaded[1]
-    sample_key = {
-        "checkpoint_sha256": sha256_file(ckpt_file),
-        "n": num_samples,
-        "seed": seed,
-        "sampling_steps": sampling_steps,
-        "eta": eta,
-        "ema": use_ema,
-        "batch_size": batch_size,
-    }
-    reps_path = out / "representations.pt"
-    key_path = out / "sampling.json"
-    if reps_path.is_file() and key_path.is_file() and read_json(key_path).get("key") == sample_key:
-        feats = Features.load(reps_path)
-        t_diffusion = float(read_json(key_path).get("seconds", 0.0))
-        if show_progress:
-            print(f"srd-sample: reusing the {len(feats.ids)} samples in {reps_path}")
-    else:
-        t0 = time.perf_counter()
-        R = sample_representations(
-            loaded,
-            num_samples,
-            sampling_steps=sampling_steps,
-            eta=eta,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
-            use_ema=use_ema,
-            progress=show_progress,
-        )
-        t_diffusion = time.perf_counter() - t0
-        bad = ~torch.isfinite(R).all(dim=1)
-        if bool(bad.any()):
-            raise ValueError(
-                f"the model in {ckpt_file} produced non-finite vectors for {int(bad.sum())} of {len(R)} samples "
-                f"(first: sample {int(torch.nonzero(bad)[0, 0])}); the checkpoint's weights are finite, so the "
-                "sampler diverged: try --sampling-steps with more steps or the EMA weights"
-            )
-        feats = Features(
-            R,
-            [f"gen_{k:06d}" for k in range(len(R))],
-            meta["scaling_stats"],
-            int(meta["n_max"]),
-            meta["ead_params"],
-            meta.get("dataset") or None,
-            source={"checkpoint": str(ckpt_file), "sampled": True},
-        )
-        feats.save(reps_path)
-        write_json(key_path, {"key": sample_key, "seconds": t_diffusion, **run_metadata()})
-
-    decoded = decode(feats.R.double(), feats.stats, feats.n_max, composition)
-    items = [
-        ReconItem(i, None, d.reason) if isinstance(d, Rejected) else ReconItem(i, d)
-        for i, d in zip(feats.ids, decoded)
-    ]
-    n_rej = sum(it.target is None for it in items)
-    sampling = {
-        "checkpoint": str(ckpt_file),
-        "dataset": feats.dataset,
-        "n_samples": len(items),
-        "sampling_steps": sampling_steps or int(meta["train_config"].diffusion.timesteps),
-        "composition_decoding": composition,
-        "rejected_at_decoding": n_rej,
-        "seconds_diffusion_total": round(t_diffusion, 3),
-        "seconds_diffusion_per_crystal": round(t_diffusion / max(len(items), 1), 5),
-        "device": str(device),
-    }
-    if not reconstruct:
-        summary = {
-            "sampling": sampling,
-            "rejection_reasons": dict(Counter(it.reason for it in items if it.target is None)),
-            **run_metadata(),
-        }
-        write_json(out / "summary.json", summary)
-        return summary
-    return run_job(
-        items,
-        out,
-        config=config,
-        params=feats.params,
-        input_desc={
-            "path": str(reps_path.resolve()),
-            "kind": "generated",
-            "composition": composition,
-            **sample_key,
-        },
-        batch_size=recon_batch_size,
-        device=device,
-        gen_mode=True,
-        show_progress=show_progress,
-        extra_summary={"sampling": sampling},
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..params import EADParams
+from ..descriptor import EADParams
 from ..representation import ScalingStats
 from .config import TrainConfig
 from .gaussian import GaussianDiffusion

@@ -1,7 +1,7 @@
 """Match rate versus reconstruction budget (README, Table 1 "beyond the paper").
 
 Reconstructs the first N crystals of a ground-truth split with several named budgets
-(srd.reconstruct.PRESETS, as `srd-reconstruct --budget NAME` does), each into its own folder (so a rerun
+(srd.reconstruction.PRESETS, as `srd-reconstruct --budget NAME` does), each into its own folder (so a rerun
 resumes), and prints a Markdown table: match rate, RMSE, mean evaluations and CPU seconds per crystal.
 
     python -m srd.experiments.recon_budget data/perov_5/test.csv.gz --limit 100 --out runs/budget_perov
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cli._common import budget_help, positive_int, run
-from ..reconstruct import PRESETS, get_preset
+from ..reconstruction import PRESETS, get_preset
 
 PROG = "python -m srd.experiments.recon_budget"
 
@@ -73,7 +73,7 @@ def budget_table(split: Path, limit: int, seed: int, rows: Sequence[tuple]) -> s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cli.reconstruct import reconstruct_input
+    from ..reconstruction import reconstruct_input
 
     args = build_parser().parse_args(argv)
     split = Path(args.input)

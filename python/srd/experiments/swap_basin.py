@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli._common import positive_int, run
-from ..reconstruct import PRESETS
+from ..reconstruction import PRESETS
 
 PROG = "python -m srd.experiments.swap_basin"
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
 
     from ..metrics import match_structures
-    from ..reconstruct import ReconstructConfig, reconstruct
+    from ..reconstruction import ReconstructConfig, reconstruct
     from ..representation import decoded_from_structures, prepare_structure
     from ..structures import read_structures
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (loads the library: registers torch.ops.srd.*)
+from .. import _C  # noqa: F401  (loads the library: registers torch.ops.srd.*)
 from .params import EADParams
 
 __all__ = [

@@ -29,13 +29,31 @@ from pathlib import Path
 import torch
 from pymatgen.core import Structure
 
-from .params import EADParams
-from .reconstruct import ReconstructConfig, reconstruct
-from .representation import Decoded
-from .structures import cif_file_names, read_structures, save_cdvae_pt, write_cif
-from .utils import atomic_write_text, progress, read_json, run_metadata, write_json
+from ..descriptor import EADParams
+from ..representation import (
+    DATASET_N_MAX,
+    Decoded,
+    Features,
+    Rejected,
+    dataset_from_path,
+    decode,
+    decoded_from_structures,
+    prepare_structure,
+)
+from ..structures import cif_file_names, read_structures, save_cdvae_pt, write_cif
+from ..utils import (
+    atomic_write_text,
+    check_output_dir,
+    progress,
+    read_json,
+    resolve_device,
+    run_metadata,
+    write_json,
+)
+from .algorithm import reconstruct
+from .config import ReconstructConfig
 
-__all__ = ["ReconItem", "run_job", "summary_line", "FIELDS"]
+__all__ = ["ReconItem", "run_job", "reconstruct_input", "summary_line", "FIELDS"]
 
 FIELDS = [
     "id",
@@ -169,8 +187,8 @@ def run_job(
             flush=True,
         )
 
-    from .metrics.recon import match_one
-    from .metrics.validity import composition_validity, structure_validity
+    from ..metrics.recon import match_one
+    from ..metrics.validity import composition_validity, structure_validity
 
     steps_per_batch = config.hops * config.steps + config.polish_steps
     n_batches = math.ceil(len(todo) / batch_size) if todo else 0
@@ -317,3 +335,113 @@ def summary_line(summary: dict) -> str:
     if t["seconds_per_crystal_mean"] is not None:
         line += f"; {t['seconds_per_crystal_mean']:.3g} s and {t['evaluations_per_crystal_mean']:.0f} evaluations per crystal"
     return line
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs of srd-reconstruct
+# ------------------------------------------------------------------------------------------------
+def _items_from_truth(path: Path, n_max: int | None, params, limit, show_progress) -> list[ReconItem]:
+    """Ground-truth crystals as items (Niggli-reduced, their own R as the target); ``n_max`` None: the
+    largest readable crystal sets it."""
+    items, good = [], []
+    records = list(read_structures(path, limit=limit))
+    if n_max is None:
+        n_max = max((len(r.structure) for r in records if r.structure is not None), default=1)
+    for rec in records:
+        if rec.structure is None:
+            items.append(ReconItem(rec.id, None, rec.error, scored=True))
+            continue
+        try:
+            s = prepare_structure(rec.structure, n_max=n_max, where=rec.id)
+        except ValueError as err:
+            items.append(ReconItem(rec.id, None, str(err), scored=True))
+            continue
+        items.append(ReconItem(rec.id, None, None, s, scored=True))
+        good.append(len(items) - 1)
+    if not good:
+        return items
+    targets = decoded_from_structures(
+        [items[k].truth for k in good], n_max=n_max, params=params, show_progress=show_progress
+    )
+    for k, t in zip(good, targets):
+        items[k].target = t
+    return items
+
+
+def _items_from_features(path: Path, limit, composition: str) -> tuple[list[ReconItem], Features]:
+    feats = Features.load(path)
+    R, ids = feats.R[:limit], feats.ids[:limit]
+    items = []
+    for rid, d in zip(ids, decode(R.double(), feats.stats, feats.n_max, composition)):
+        items.append(ReconItem(rid, None, d.reason) if isinstance(d, Rejected) else ReconItem(rid, d))
+    return items, feats
+
+
+def reconstruct_input(
+    input: str | Path,
+    output: str | Path,
+    *,
+    config: ReconstructConfig | None = None,
+    n_max: int | None = None,
+    dataset: str | None = None,
+    composition: str = "largest-remainder",
+    limit: int | None = None,
+    batch_size: int = 64,
+    device="cpu",
+    show_progress: bool = True,
+) -> dict:
+    """srd-reconstruct as a function: reconstruct the crystals of ``input`` into the folder ``output``.
+
+    ``input`` is ground truth (CSV(.gz) with a 'cif' column, folder of .cif, extxyz: featurised, then
+    reconstructed and scored, the Table 1 protocol) or a representations file (.pt: decoded with
+    ``composition``, then reconstructed). ``config`` defaults to the paper's budget
+    (``ReconstructConfig.preset("paper")``). Rerunning with the same ``output`` resumes.
+
+    Returns:
+        The summary written to ``output``/summary.json (rank 0 under torchrun; {} on other ranks).
+    """
+    path = Path(input)
+    if not path.exists():
+        raise FileNotFoundError(f"no such input: {path}")
+    check_output_dir(output, flag="-o/--output")
+    config = config or ReconstructConfig.preset("paper")
+    device = resolve_device(device) if isinstance(device, str) else device
+    if path.suffix == ".pt":
+        items, feats = _items_from_features(path, limit, composition)
+        params = feats.params
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "representations",
+            "limit": limit,
+            "composition": composition,
+        }
+    else:
+        dataset = dataset or dataset_from_path(path)
+        n_max = n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
+        params = EADParams()
+        items = _items_from_truth(path, n_max, params, limit, show_progress)
+        if n_max is None:  # neither given: the input's own largest crystal
+            n_max = max((len(it.truth) for it in items if it.truth is not None), default=1)
+        desc = {
+            "path": str(path.resolve()),
+            "kind": "ground truth",
+            "n_max": n_max,
+            "dataset": dataset,
+            "limit": limit,
+        }
+    usable = [it for it in items if it.target is not None]
+    if not usable:
+        reasons = [f"{it.id}: {it.reason}" for it in items[:3]]
+        raise ValueError(
+            f"no usable crystal in {path}: {len(items)} read, none can be reconstructed; first: {reasons}"
+        )
+    return run_job(
+        items,
+        output,
+        config=config,
+        params=params,
+        input_desc=desc,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+    )

@@ -1,29 +1,24 @@
-"""Shared fixtures: devices, seeding, real crystals from data/, adversarial cells."""
+"""Shared fixtures: seeding, one torch thread, isolated caches, tiny training inputs, real crystals.
+
+Helpers that are not fixtures (paths, crystals, synthetic features, run_cli) are in tests/helpers.py;
+pyproject.toml puts tests/ on sys.path, so test modules ``from helpers import ...``.
+"""
 
 from __future__ import annotations
 
 import os
 import random
-import sys
-import warnings
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
-sys.path.insert(0, str(Path(__file__).parent))  # tests/oracle.py
+from helpers import DATA, ROOT, TINY_TOML
 
 # Feature caches of the tests never touch the user's ~/.cache.
 os.environ.setdefault("SRD_CACHE_DIR", str(ROOT / "build" / "test-cache"))
 os.environ.setdefault("SRD_PROGRESS", "0")
-
-import srd  # noqa: E402
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and srd.has_cuda_kernels() else [])
 
 
 @pytest.fixture(autouse=True)
@@ -34,42 +29,57 @@ def _seed_everything():
     yield
 
 
-@cache
-def real_crystals(dataset: str, n: int, split: str = "test"):
-    """The first n crystals of a data/ split as pymatgen Structures (as stored, not Niggli-reduced)."""
-    from srd.structures import read_structures
-
-    path = {"perov_5": DATA / "perov_5", "carbon_24": DATA / "carbon_24", "mp_20": DATA / "mp_20_partial"}[
-        dataset
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tuple(r.structure for r in read_structures(path / f"{split}.csv.gz", limit=n))
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a busy machine (no OpenMP spinning).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
-def adversarial_cells():
-    """(name, cell rows, fractional positions, atomic numbers): shapes that break naive image searches."""
-    rng = np.random.default_rng(7)
-    skewed = np.array([[3.0, 0.0, 0.0], [2.9, 0.8, 0.0], [2.8, 0.7, 0.6]])  # nearly flat, very oblique
-    return [
-        ("one-atom-small", np.eye(3) * 2.3, np.zeros((1, 3)), [29]),
-        (
-            "one-atom-triclinic",
-            np.array([[2.5, 0.0, 0.0], [1.1, 2.2, 0.0], [0.4, 0.9, 2.1]]),
-            np.zeros((1, 3)),
-            [14],
-        ),
-        ("skewed", skewed, rng.random((3, 3)), [8, 22, 1]),
-        (
-            "long-thin",
-            np.array([[1.9, 0.0, 0.0], [0.0, 2.1, 0.0], [0.3, 0.2, 31.0]]),
-            rng.random((2, 3)),
-            [6, 7],
-        ),
-        (
-            "left-handed",
-            np.array([[4.0, 0.1, 0.0], [0.0, -3.7, 0.2], [0.3, 0.0, 4.2]]),
-            rng.random((4, 3)),
-            [3, 9, 55, 83],
-        ),
-    ]
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A fresh $SRD_CACHE_DIR for one test."""
+    monkeypatch.setenv("SRD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_toml(tmp_path_factory) -> Path:
+    """A tiny srd-train config file (helpers.TINY_TOML)."""
+    p = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    p.write_text(TINY_TOML)
+    return p
+
+
+@pytest.fixture(scope="module")
+def feats_file(tmp_path_factory) -> Path:
+    """A 32-vector srd feature file of uniform random R (dataset perov_5, n_max 5)."""
+    from srd.descriptor import EADParams
+    from srd.representation import Features, Layout, ScalingStats
+
+    layout = Layout()
+    g = torch.Generator().manual_seed(0)
+    R = torch.rand((32, layout.dim), generator=g)
+    n = layout.continuous.stop
+    stats = ScalingStats(torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64), layout)
+    f = Features(
+        R=R, ids=[str(i) for i in range(32)], stats=stats, n_max=5, params=EADParams(), dataset="perov_5"
+    )
+    path = tmp_path_factory.mktemp("feats") / "train.pt"
+    f.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def perov_rows():
+    """20 Perov-5 test crystals whose compositions are SMACT-valid (so a self-comparison is exact)."""
+    import pandas as pd
+
+    from srd.metrics.validity import composition_validity
+    from srd.structures import parse_cif
+
+    df = pd.read_csv(DATA / "perov_5" / "test.csv.gz").head(60)
+    keep = [i for i in range(len(df)) if composition_validity(parse_cif(df["cif"].iloc[i]))]
+    return df.iloc[keep[:20]].reset_index(drop=True)

@@ -20,7 +20,6 @@ from pymatgen.core import Lattice, Structure
 from srd.cli import evaluate as evaluate_cli
 from srd.metrics import evaluate_structures, structure_validity
 from srd.structures import load_cdvae_pt, parse_cif, read_structures, save_cdvae_pt
-from test_cli_evaluate import _isolated_cache, perov_rows  # noqa: F401 - fixtures (autouse cache, crystals)
 
 N_CRYSTALS = 5  # perov_5 crystals have 5 atoms each: 25 atoms
 
@@ -35,6 +34,9 @@ def reference(tmp_path, perov_rows):  # noqa: F811
     ref = tmp_path / "ref.csv"
     perov_rows.head(N_CRYSTALS).to_csv(ref, index=False)
     return ref
+
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _write(tmp_path, crystals, mutate=None, name="eval_gen.pt"):

@@ -25,7 +25,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
 import srd
-from conftest import DATA, ROOT
+from helpers import DATA, ROOT, run_cli
 from srd.representation import decode, featurize, prepare_structure
 from srd.structures import cif_file_names, read_structures
 
@@ -49,18 +49,6 @@ def _csv(path, rows: list[tuple[str, str]]):
 def _perov_rows(n: int) -> list[tuple[str, str]]:
     df = pd.read_csv(PEROV_TEST, nrows=n)
     return list(zip(df["material_id"].astype(str), df["cif"]))
-
-
-def _run_cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SRD_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 def _one(lattice: Lattice, species, coords) -> Structure:
@@ -101,7 +89,7 @@ def test_nearest_pairs_of_a_tiny_cell_is_cheap_and_exact():
 
 def test_ordinary_cells_pass_the_bound():
     # The bound must not refuse real crystals: a 20-atom MP-20 cell and a one-atom 2.3 A cell.
-    from conftest import real_crystals
+    from helpers import real_crystals
 
     for s in [*real_crystals("mp_20", 5), _one(Lattice.cubic(2.3), ["Cu"], [[0, 0, 0]])]:
         pos = torch.tensor(s.cart_coords)
@@ -229,7 +217,7 @@ def _xyz_frame(structure: Structure, mid: str) -> str:
 
 
 def test_extxyz_bad_frames_do_not_reject_the_file(tmp_path):
-    from conftest import real_crystals
+    from helpers import real_crystals
 
     good = real_crystals("perov_5", 3)
     singular = _xyz_frame(good[0], "flat")
@@ -311,10 +299,10 @@ def test_match_rate_counts_unreadable_rows_as_misses(tmp_path, capsys):
 
 def test_nothing_usable_exits_2_everywhere(tmp_path):
     path = _csv(tmp_path / "bad.csv.gz", [(f"bad-{k}", "data_x\nnot a cif") for k in range(3)])
-    r = _run_cli("srd.cli.reconstruct", str(path), "-o", str(tmp_path / "o"), "--n-max", "5", "--quiet")
+    r = run_cli("srd.cli.reconstruct", str(path), "-o", str(tmp_path / "o"), "--n-max", "5", "--quiet")
     assert r.returncode == 2 and "srd-reconstruct: error: no usable crystal" in r.stderr
     assert "Traceback" not in r.stderr
-    r = _run_cli("srd.cli.featurize", str(path), "-o", str(tmp_path / "f.pt"), "--n-max", "5", "--quiet")
+    r = run_cli("srd.cli.featurize", str(path), "-o", str(tmp_path / "f.pt"), "--n-max", "5", "--quiet")
     assert r.returncode == 2 and "srd-featurize: error: featurize: no usable crystal" in r.stderr
 
 
@@ -324,13 +312,13 @@ def test_nothing_usable_exits_2_everywhere(tmp_path):
 def test_output_paths_are_checked_before_any_work(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    r = _run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(a_file), "--limit", "1", "--quiet")
+    r = run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(a_file), "--limit", "1", "--quiet")
     assert r.returncode == 2 and f"-o/--output {a_file}: exists and is not a folder" in r.stderr
-    r = _run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(a_file / "sub"), "--limit", "1", "--quiet")
+    r = run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(a_file / "sub"), "--limit", "1", "--quiet")
     assert r.returncode == 2 and "cannot create the folder" in r.stderr and "Traceback" not in r.stderr
-    r = _run_cli("srd.cli.featurize", str(PEROV_TEST), "-o", str(tmp_path), "--limit", "1", "--quiet")
+    r = run_cli("srd.cli.featurize", str(PEROV_TEST), "-o", str(tmp_path), "--limit", "1", "--quiet")
     assert r.returncode == 2 and "is a folder; expected a file name" in r.stderr
-    r = _run_cli("srd.cli.featurize", str(PEROV_TEST), "-o", str(a_file / "f.pt"), "--limit", "1", "--quiet")
+    r = run_cli("srd.cli.featurize", str(PEROV_TEST), "-o", str(a_file / "f.pt"), "--limit", "1", "--quiet")
     assert r.returncode == 2 and "its folder" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -340,7 +328,7 @@ def test_unwritable_output_folder(tmp_path):
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        r = _run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(ro), "--limit", "1", "--quiet")
+        r = run_cli("srd.cli.reconstruct", str(PEROV_TEST), "-o", str(ro), "--limit", "1", "--quiet")
         assert r.returncode == 2 and "not writable" in r.stderr
     finally:
         ro.chmod(0o700)
@@ -363,7 +351,7 @@ def test_files_are_written_with_the_umask_mode(tmp_path):
 def test_sigterm_of_reconstruct_saves_and_resumes(tmp_path):
     args = [str(PEROV_TEST), "--limit", "6", "--batch-size", "1", "--seed", "3", *FAST]
     ref = tmp_path / "ref"
-    r = _run_cli("srd.cli.reconstruct", args[0], "-o", str(ref), *args[1:])
+    r = run_cli("srd.cli.reconstruct", args[0], "-o", str(ref), *args[1:])
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     env = {**os.environ, "SRD_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
@@ -388,7 +376,7 @@ def test_sigterm_of_reconstruct_saves_and_resumes(tmp_path):
     assert not list(out.rglob("*.tmp"))
     done = len(list((out / "cifs").glob("*.cif")))
     assert 1 <= done < 6
-    r = _run_cli("srd.cli.reconstruct", args[0], "-o", str(out), *args[1:])
+    r = run_cli("srd.cli.reconstruct", args[0], "-o", str(out), *args[1:])
     assert r.returncode == 0, r.stderr
     for f in (ref / "cifs").glob("*.cif"):
         assert f.read_text() == (out / "cifs" / f.name).read_text()
@@ -397,9 +385,9 @@ def test_sigterm_of_reconstruct_saves_and_resumes(tmp_path):
 def test_train_and_evaluate_check_their_output_paths(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    r = _run_cli("srd.cli.train", "--data", str(PEROV_TEST), "--out", str(a_file / "run"), "--max-steps", "1")
+    r = run_cli("srd.cli.train", "--data", str(PEROV_TEST), "--out", str(a_file / "run"), "--max-steps", "1")
     assert r.returncode == 2 and "--out" in r.stderr and "is not a folder" in r.stderr
-    r = _run_cli(
+    r = run_cli(
         "srd.cli.evaluate",
         "gen",
         str(PEROV_TEST),

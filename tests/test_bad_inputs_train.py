@@ -26,6 +26,8 @@ import pytest
 import torch
 
 import srd.representation
+from helpers import read_log as rows
+from helpers import synthetic_features, tiny_config
 from srd.cli._common import Terminated
 from srd.cli.train import main
 from srd.diffusion import load_checkpoint, sample_representations
@@ -33,12 +35,7 @@ from srd.diffusion.gaussian import GaussianDiffusion
 from srd.diffusion.trainer import TrainingDiverged, train
 from srd.representation import Features
 
-# The fixtures and helpers of the srd-train and diffusion tests: the tiny TOML config and feature file, one
-# torch thread (autouse), synthetic features and the tiny TrainConfig.
-from test_cli_train import _one_thread, feats_file, rows, tiny_toml
-from test_diffusion import synthetic_features, tiny_config
-
-SHARED_FIXTURES = (_one_thread, feats_file, tiny_toml)  # imported so that pytest finds them in this module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SRD_PROGRESS": "0"}
 

@@ -12,7 +12,6 @@ import torch
 from pymatgen.core import Structure
 
 from srd.cli.evaluate import build_parser, main
-from srd.metrics import composition_validity
 from srd.structures import parse_cif, write_cif
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -20,17 +19,7 @@ PEROV_TEST = DATA / "perov_5" / "test.csv.gz"
 FIGURES = ("ead_pca.png", "density_hist.png", "n_elements_hist.png", "structures.png")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SRD_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def perov_rows() -> pd.DataFrame:
-    """20 Perov-5 test crystals whose compositions are SMACT-valid (so a self-comparison is exact)."""
-    df = pd.read_csv(PEROV_TEST).head(60)
-    keep = [i for i in range(len(df)) if composition_validity(parse_cif(df["cif"].iloc[i]))]
-    return df.iloc[keep[:20]].reset_index(drop=True)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _cif_folder(root: Path, rows: pd.DataFrame) -> Path:

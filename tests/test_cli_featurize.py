@@ -7,7 +7,7 @@ import gzip
 import pandas as pd
 import torch
 
-from conftest import DATA
+from helpers import DATA
 from srd.cli.featurize import main
 from srd.representation import Features
 from srd.structures import read_structures

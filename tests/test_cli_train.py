@@ -10,66 +10,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import ROOT
+from helpers import read_log as rows
 from srd.cli.train import build_parser, main, resolve_config
-from srd.descriptor.params import EADParams
-from srd.representation import Features, Layout, ScalingStats
 
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY_TOML = """\
-model = "mlp"
-batch_size = 8
-lr = 1e-3
-log_every = 1
-device = "cpu"
-
-[diffusion]
-timesteps = 50
-
-[mlp]
-hidden = 32
-depth = 1
-"""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def feats_file(tmp_path_factory) -> Path:
-    layout = Layout()
-    g = torch.Generator().manual_seed(0)
-    R = torch.rand((32, layout.dim), generator=g)
-    n = layout.continuous.stop
-    stats = ScalingStats(torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64), layout)
-    f = Features(
-        R=R, ids=[str(i) for i in range(32)], stats=stats, n_max=5, params=EADParams(), dataset="perov_5"
-    )
-    path = tmp_path_factory.mktemp("feats") / "train.pt"
-    f.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_toml(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    p.write_text(TINY_TOML)
-    return p
-
-
-def rows(run: Path) -> list[dict]:
-    with (run / "log.csv").open() as f:
-        return list(csv.DictReader(f))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_help_explains_every_flag(capsys):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import DATA
+from helpers import DATA
 from srd.demo import main
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import read_log, synthetic_features, tiny_config
 from srd.descriptor.params import EADParams
 from srd.diffusion import (
     EMA,
@@ -30,65 +29,7 @@ from srd.diffusion import (
 from srd.diffusion.config import config_path, load_toml
 from srd.representation import Features, Layout, ScalingStats
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and far faster on a busy machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def synthetic_features(m: int = 64, *, seed: int = 0, n_modes: int = 4) -> Features:
-    """A tiny stand-in for a feature file: m vectors of R drawn around a few modes, in [0, 1]."""
-    layout = Layout()
-    g = torch.Generator().manual_seed(seed)
-    modes = torch.rand((n_modes, layout.dim), generator=g)
-    pick = torch.randint(0, n_modes, (m,), generator=g)
-    R = (modes[pick] + 0.02 * torch.randn((m, layout.dim), generator=g)).clamp(0, 1)
-    n_cont = layout.continuous.stop
-    stats = ScalingStats(
-        torch.zeros(n_cont, dtype=torch.float64), torch.ones(n_cont, dtype=torch.float64), layout
-    )
-    return Features(
-        R=R.float(),
-        ids=[f"x{i}" for i in range(m)],
-        stats=stats,
-        n_max=5,
-        params=EADParams(),
-        dataset="perov_5",
-    )
-
-
-def tiny_config(**kw) -> TrainConfig:
-    base = {
-        "model": "mlp",
-        "max_steps": 40,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "checkpoint_every": 1000,
-        "log_every": 1,
-        "device": "cpu",
-        "ema_decay": 0.99,
-        "diffusion": {"timesteps": 100},
-        "mlp": {"hidden": 64, "depth": 2},
-        "unet1d": {"dim": 8, "dim_mults": [1, 2, 4, 8], "attn_heads": 2, "attn_dim_head": 8},
-        "transformer": {"d_model": 32, "depth": 1, "heads": 2},
-    }
-    for k, v in kw.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k] = {**base[k], **v}
-        else:
-            base[k] = v
-    return TrainConfig.from_dict(base)
-
-
-def read_log(run: Path) -> list[dict]:
-    with (run / "log.csv").open() as f:
-        return list(csv.DictReader(f))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------

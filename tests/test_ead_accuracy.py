@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import srd
-from conftest import adversarial_cells, real_crystals
+from helpers import adversarial_cells, real_crystals
 from oracle import ead_oracle
 
 PARAMS = srd.EADParams()

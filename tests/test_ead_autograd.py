@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import srd
-from conftest import real_crystals
+from helpers import real_crystals
 from srd.representation import pooled_ead
 from srd.structures import Batch
 

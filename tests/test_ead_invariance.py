@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import srd
-from conftest import real_crystals
+from helpers import real_crystals
 
 
 def _t(s):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import DATA, ROOT
+from helpers import DATA, ROOT
 
 TEST = DATA / "perov_5" / "test.csv.gz"
 VAL = DATA / "perov_5" / "val.csv.gz"

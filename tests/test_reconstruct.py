@@ -14,7 +14,7 @@ import pytest
 import torch
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
-from conftest import DATA, ROOT, real_crystals
+from helpers import DATA, ROOT, real_crystals
 from srd.reconstruction import ReconstructConfig, reconstruct
 from srd.representation import decoded_from_structures, prepare_structure
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from conftest import DATA, real_crystals
+from helpers import DATA, real_crystals
 from srd.representation import (
     EAD_SCALE,
     Decoded,

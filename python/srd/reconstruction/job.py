@@ -321,7 +321,10 @@ def summary_line(summary: dict) -> str:
     c = summary["counts"]
     line = f"{c['reconstructed']}/{c['input']} reconstructed"
     if c["rejected"]:
-        line += f", {c['rejected']} rejected at decoding"
+        # ground truth: the input could not be read or was refused (reasons in results.csv); generated or
+        # representation input: the vector did not decode
+        kind = "unreadable or refused" if summary.get("reconstruction") else "rejected at decoding"
+        line += f", {c['rejected']} {kind}"
     rec = summary.get("reconstruction")
     if rec:
         rmse = "n/a" if rec["rmse"] is None else f"{rec['rmse']:.4f}"

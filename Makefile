@@ -35,6 +35,22 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check python tests benchmarks scripts
 	$(VENV)/bin/ruff format --check python tests benchmarks scripts
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks
+
+# ---- C++/CUDA format (.clang-format; the pinned clang-format comes with the `test` extra) ----------
+CXX_SOURCES = $(shell find csrc -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) | sort)
+
+.PHONY: format-cxx gpu-check
+format-cxx: setup
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+
+# ---- The GPU check, on a machine with an NVIDIA GPU (no network): builds srd against that machine's
+# torch (pip install --no-build-isolation --no-deps -e .), runs tests/test_cuda.py and prints CUDA kernel
+# timings (scripts/gpu_check.sh). Fails with a clear message without a GPU. The Python whose torch is used:
+# GPU_PYTHON (default: .venv's when there is one, else $(PYTHON)).
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	PYTHON="$(GPU_PYTHON)" bash scripts/gpu_check.sh

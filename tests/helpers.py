@@ -1,5 +1,9 @@
 """What the tests share that is not a fixture: paths, real and adversarial crystals, tiny training
-inputs, and a runner for the command-line tools (fixtures are in conftest.py)."""
+inputs, and a runner for the command-line tools (fixtures are in conftest.py).
+
+Only torch and numpy at import time: srd's pymatgen-based modules are imported inside the helpers that
+use them, so that tests/test_cuda.py collects on a machine with only torch, numpy and pytest.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import sys
 import warnings
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from srd.descriptor import EADParams
-from srd.diffusion.config import TrainConfig
-from srd.representation import Features, Layout, ScalingStats
+if TYPE_CHECKING:  # annotations only (see the module docstring)
+    from srd.diffusion.config import TrainConfig
+    from srd.representation import Features
+
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -84,6 +90,9 @@ depth = 1
 
 def synthetic_features(m: int = 64, *, seed: int = 0, n_modes: int = 4) -> Features:
     """A tiny stand-in for a feature file: m vectors of R drawn around a few modes, in [0, 1]."""
+    from srd.descriptor import EADParams
+    from srd.representation import Features, Layout, ScalingStats
+
     layout = Layout()
     g = torch.Generator().manual_seed(seed)
     modes = torch.rand((n_modes, layout.dim), generator=g)
@@ -104,6 +113,8 @@ def synthetic_features(m: int = 64, *, seed: int = 0, n_modes: int = 4) -> Featu
 
 
 def tiny_config(**kw) -> TrainConfig:
+    from srd.diffusion.config import TrainConfig
+
     base = {
         "model": "mlp",
         "max_steps": 40,

@@ -6,25 +6,59 @@ distances. Checked on real crystals of the three datasets and on adversarial cel
 (tight) and float32 (against the float64 CPU result), for the forward, the backward with dense and
 max/min-pooled (sparse) upstream gradients, autograd through srd.ead_batch, and torch.library.opcheck.
 
-Without a GPU, csrc/cuda/selfcheck/selfcheck.py runs the same device code through a host emulator.
+Without a GPU, tests/test_cuda_emulation.py runs the same CUDA sources through a host emulator
+(csrc/cuda/selfcheck). `make gpu-check` builds srd against the machine's torch and runs this file.
+
+Needs only torch, numpy and pytest (no pymatgen): the real crystals come from tests/data/crystals.pt
+(written by tests/data/make_crystals.py), with the adversarial cells of tests/helpers.py.
 """
 
 from __future__ import annotations
 
 import math
 from functools import cache
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
 import srd
-from conftest import adversarial_cells, real_crystals
 from oracle import min_distance_oracle
-from srd.structures import Batch
 
 HAS_CUDA = torch.cuda.is_available() and srd.has_cuda_kernels()
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and srd built with CUDA kernels")
+
+CRYSTALS = Path(__file__).resolve().parent / "data" / "crystals.pt"
+
+
+class Batch(NamedTuple):
+    """A ragged batch of crystals as the ops take it."""
+
+    positions: torch.Tensor  # [N, 3]
+    numbers: torch.Tensor  # [N] int64
+    cells: torch.Tensor  # [B, 3, 3]
+    ptr: torch.Tensor  # [B + 1] int64
+
+    @property
+    def n_crystals(self) -> int:
+        return int(self.cells.shape[0])
+
+
+@cache
+def _stored() -> dict:
+    return torch.load(CRYSTALS, weights_only=True)
+
+
+def stored_crystals(name: str, n: int | None = None) -> Batch:
+    """The first n crystals (all: None) of a set of tests/data/crystals.pt, float64: the test split of a
+    dataset (as stored, not Niggli-reduced) or "adversarial" (tests/helpers.py: adversarial_cells)."""
+    d = _stored()[name]
+    n = len(d["ptr"]) - 1 if n is None else n
+    end = int(d["ptr"][n])
+    return Batch(d["positions"][:end], d["numbers"][:end], d["cells"][:n], d["ptr"][: n + 1].clone())
+
 
 DEFAULT = srd.EADParams()
 GRIDS = {
@@ -87,10 +121,10 @@ def _from_cells(cases) -> Batch:
 @cache
 def _batches() -> dict[str, Batch]:
     out = {
-        "mp_20": Batch.from_structures(list(real_crystals("mp_20", 4))),
-        "carbon_24": Batch.from_structures(list(real_crystals("carbon_24", 3))),
-        "perov_5": Batch.from_structures(list(real_crystals("perov_5", 3))),
-        "adversarial": _from_cells(adversarial_cells()),
+        "mp_20": stored_crystals("mp_20", 4),
+        "carbon_24": stored_crystals("carbon_24", 3),
+        "perov_5": stored_crystals("perov_5", 3),
+        "adversarial": stored_crystals("adversarial"),
     }
     extra = [
         # very skewed triclinic cell (plane spacings far below the vector lengths)

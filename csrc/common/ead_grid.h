@@ -2,8 +2,8 @@
 // built once per call from the op's arguments, and the checks on the arguments every op shares.
 #pragma once
 
-#include <torch/library.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,15 +22,16 @@ struct EADGrid {
 
   // Derived.
   int64_t n_eta = 0, n_mu = 0, n_channels = 0, n_features = 0;
-  bool uniform = false;      // mus = mu0 + k dmu (then the window of a pair is found in O(1))
+  int64_t n_rho = 0;     // rho saved per channel: 4 (rho0, rho_x, rho_y, rho_z) for lmax 1, else 1
+  bool uniform = false;  // mus = mu0 + k dmu (then the window of a pair is found in O(1))
   double mu0 = 0, dmu = 0;
   std::vector<double> halfwidth;  // per eta: sqrt(skip / eta) (inf when dense)
-  double reach = 0;          // pairs beyond this distance contribute nothing: min(rc, max mu + max halfwidth)
+  double reach = 0;               // pairs beyond this distance contribute nothing: min(rc, max mu + max halfwidth)
 
-  EADGrid(c10::ArrayRef<double> etas_, c10::ArrayRef<double> mus_, double cutoff_, int64_t lmax_,
-          bool cumulative_, double skip_)
-      : etas(etas_.begin(), etas_.end()), mus(mus_.begin(), mus_.end()), cutoff(cutoff_),
-        lmax(lmax_), cumulative(cumulative_), skip(skip_) {
+  EADGrid(c10::ArrayRef<double> etas_, c10::ArrayRef<double> mus_, double cutoff_, int64_t lmax_, bool cumulative_,
+          double skip_)
+      : etas(etas_.begin(), etas_.end()), mus(mus_.begin(), mus_.end()), cutoff(cutoff_), lmax(lmax_),
+        cumulative(cumulative_), skip(skip_) {
     TORCH_CHECK_VALUE(!etas.empty(), "srd.ead: etas must not be empty");
     TORCH_CHECK_VALUE(!mus.empty(), "srd.ead: mus must not be empty");
     TORCH_CHECK_VALUE(std::isfinite(cutoff) && cutoff > 0,
@@ -47,6 +48,7 @@ struct EADGrid {
     n_mu = static_cast<int64_t>(mus.size());
     n_channels = n_eta * n_mu;
     n_features = (lmax + 1) * n_channels;
+    n_rho = lmax >= 1 ? 4 : 1;
     mu0 = mus.front();
     dmu = n_mu > 1 ? (mus.back() - mus.front()) / static_cast<double>(n_mu - 1) : 1.0;
     uniform = true;
@@ -100,30 +102,59 @@ struct EADGrid {
 // Metadata checks shared by every op (the Python wrapper checks values and gives row numbers).
 inline void check_structure_args(const char* op, const at::Tensor& positions, const at::Tensor& numbers,
                                  const at::Tensor& cells, const at::Tensor& ptr) {
-  TORCH_CHECK_VALUE(positions.dim() == 2 && positions.size(1) == 3, op,
-                    ": positions must have shape [N, 3], got ", positions.sizes());
+  TORCH_CHECK_VALUE(positions.dim() == 2 && positions.size(1) == 3, op, ": positions must have shape [N, 3], got ",
+                    positions.sizes());
   TORCH_CHECK_VALUE(positions.scalar_type() == at::kFloat || positions.scalar_type() == at::kDouble, op,
                     ": positions must be float32 or float64, got ", positions.scalar_type());
   TORCH_CHECK_VALUE(cells.dim() == 3 && cells.size(1) == 3 && cells.size(2) == 3, op,
                     ": cells must have shape [B, 3, 3], got ", cells.sizes());
-  TORCH_CHECK_VALUE(cells.scalar_type() == positions.scalar_type(), op,
-                    ": cells must have the dtype of positions (", positions.scalar_type(), "), got ",
-                    cells.scalar_type());
-  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.size(0) == cells.size(0) + 1, op,
-                    ": ptr must have shape [B + 1] = [", cells.size(0) + 1, "], got ", ptr.sizes());
+  TORCH_CHECK_VALUE(cells.scalar_type() == positions.scalar_type(), op, ": cells must have the dtype of positions (",
+                    positions.scalar_type(), "), got ", cells.scalar_type());
+  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.size(0) == cells.size(0) + 1, op, ": ptr must have shape [B + 1] = [",
+                    cells.size(0) + 1, "], got ", ptr.sizes());
   TORCH_CHECK_VALUE(ptr.scalar_type() == at::kLong, op, ": ptr must be int64, got ", ptr.scalar_type());
   if (numbers.defined()) {
     TORCH_CHECK_VALUE(numbers.dim() == 1 && numbers.size(0) == positions.size(0), op,
                       ": numbers must have shape [N] = [", positions.size(0), "], got ", numbers.sizes());
-    TORCH_CHECK_VALUE(numbers.scalar_type() == at::kLong, op, ": numbers must be int64, got ",
-                      numbers.scalar_type());
-    TORCH_CHECK_VALUE(numbers.device() == positions.device(), op,
-                      ": numbers is on ", numbers.device(), " but positions is on ", positions.device());
+    TORCH_CHECK_VALUE(numbers.scalar_type() == at::kLong, op, ": numbers must be int64, got ", numbers.scalar_type());
+    TORCH_CHECK_VALUE(numbers.device() == positions.device(), op, ": numbers is on ", numbers.device(),
+                      " but positions is on ", positions.device());
   }
-  TORCH_CHECK_VALUE(cells.device() == positions.device(), op, ": cells is on ", cells.device(),
+  TORCH_CHECK_VALUE(cells.device() == positions.device(), op, ": cells is on ", cells.device(), " but positions is on ",
+                    positions.device());
+  TORCH_CHECK_VALUE(ptr.device() == positions.device(), op, ": ptr is on ", ptr.device(), " but positions is on ",
+                    positions.device());
+}
+
+// The tensors of an ead_forward / ead_backward call as the kernels read them: contiguous, and
+// grad_features and rho (ead_backward only; undefined otherwise) in the dtype of positions.
+struct EADTensors {
+  at::Tensor pos, num, cel, pt, gf, rh;
+};
+
+inline EADTensors contiguous_tensors(const at::Tensor& positions, const at::Tensor& numbers, const at::Tensor& cells,
+                                     const at::Tensor& ptr, const at::Tensor& grad_features = at::Tensor(),
+                                     const at::Tensor& rho = at::Tensor()) {
+  EADTensors t{positions.contiguous(), numbers.contiguous(), cells.contiguous(), ptr.contiguous(), {}, {}};
+  if (grad_features.defined()) t.gf = grad_features.contiguous().to(positions.scalar_type());
+  if (rho.defined()) t.rh = rho.contiguous().to(positions.scalar_type());
+  return t;
+}
+
+// Metadata checks of ead_backward's own arguments (after check_structure_args and the EADGrid of
+// the call), shared by the CPU and the CUDA op.
+inline void check_backward_args(const char* op, const at::Tensor& grad_features, const at::Tensor& rho,
+                                const at::Tensor& positions, const EADGrid& grid) {
+  const int64_t N = positions.size(0);
+  TORCH_CHECK_VALUE(grad_features.dim() == 2 && grad_features.size(0) == N && grad_features.size(1) == grid.n_features,
+                    op, ": grad_features must have shape [", N, ", ", grid.n_features, "], got ",
+                    grad_features.sizes());
+  TORCH_CHECK_VALUE(rho.dim() == 3 && rho.size(0) == N && rho.size(1) == grid.n_rho && rho.size(2) == grid.n_channels,
+                    op, ": rho must have shape [", N, ", ", grid.n_rho, ", ", grid.n_channels, "], got ", rho.sizes());
+  TORCH_CHECK_VALUE(grad_features.device() == positions.device(), op, ": grad_features is on ", grad_features.device(),
                     " but positions is on ", positions.device());
-  TORCH_CHECK_VALUE(ptr.device() == positions.device(), op, ": ptr is on ", ptr.device(),
-                    " but positions is on ", positions.device());
+  TORCH_CHECK_VALUE(rho.device() == positions.device(), op, ": rho is on ", rho.device(), " but positions is on ",
+                    positions.device());
 }
 
 }  // namespace srd

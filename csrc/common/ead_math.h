@@ -1,5 +1,6 @@
 // Math shared by the CPU and CUDA kernels of the EAD descriptor: cutoff function, Gaussians,
-// a vectorisable exp, 3x3 cell helpers and the periodic-image bounds.
+// a vectorisable exp, 3x3 cell helpers and the periodic-image bounds. The per-pair terms built on
+// them (w, w', adjoints, features) are in ead_pair.h.
 //
 // Everything here is header-only and `SRD_HD` (host + device) so that both back ends compute
 // exactly the same expressions.
@@ -43,18 +44,18 @@ SRD_HD void sincos_quarter(T u, T& s, T& c);  // sin, cos of (pi/4 + u), |u| <= 
 template <>
 SRD_HD void sincos_quarter<float>(float u, float& s, float& c) {
   const float u2 = u * u;
-  float ps = -2.50521084e-8f;                     // -1/11!
-  ps = ps * u2 + 2.75573192e-6f;                  // 1/9!
-  ps = ps * u2 - 1.98412698e-4f;                  // -1/7!
-  ps = ps * u2 + 8.33333333e-3f;                  // 1/5!
-  ps = ps * u2 - 1.66666667e-1f;                  // -1/3!
+  float ps = -2.50521084e-8f;     // -1/11!
+  ps = ps * u2 + 2.75573192e-6f;  // 1/9!
+  ps = ps * u2 - 1.98412698e-4f;  // -1/7!
+  ps = ps * u2 + 8.33333333e-3f;  // 1/5!
+  ps = ps * u2 - 1.66666667e-1f;  // -1/3!
   const float su = u + u * u2 * ps;
-  float pc = 2.08767570e-9f;                      // 1/12!
-  pc = pc * u2 - 2.75573192e-7f;                  // -1/10!
-  pc = pc * u2 + 2.48015873e-5f;                  // 1/8!
-  pc = pc * u2 - 1.38888889e-3f;                  // -1/6!
-  pc = pc * u2 + 4.16666667e-2f;                  // 1/4!
-  pc = pc * u2 - 0.5f;                            // -1/2!
+  float pc = 2.08767570e-9f;      // 1/12!
+  pc = pc * u2 - 2.75573192e-7f;  // -1/10!
+  pc = pc * u2 + 2.48015873e-5f;  // 1/8!
+  pc = pc * u2 - 1.38888889e-3f;  // -1/6!
+  pc = pc * u2 + 4.16666667e-2f;  // 1/4!
+  pc = pc * u2 - 0.5f;            // -1/2!
   const float cu = 1.0f + u2 * pc;
   const float h = 0.70710678118654752f;
   s = h * (cu + su);
@@ -64,24 +65,24 @@ SRD_HD void sincos_quarter<float>(float u, float& s, float& c) {
 template <>
 SRD_HD void sincos_quarter<double>(double u, double& s, double& c) {
   const double u2 = u * u;
-  double ps = 1.0 / 355687428096000.0;            // 1/17!
-  ps = ps * u2 - 1.0 / 1307674368000.0;           // -1/15!
-  ps = ps * u2 + 1.0 / 6227020800.0;              // 1/13!
-  ps = ps * u2 - 1.0 / 39916800.0;                // -1/11!
-  ps = ps * u2 + 1.0 / 362880.0;                  // 1/9!
-  ps = ps * u2 - 1.0 / 5040.0;                    // -1/7!
-  ps = ps * u2 + 1.0 / 120.0;                     // 1/5!
-  ps = ps * u2 - 1.0 / 6.0;                       // -1/3!
+  double ps = 1.0 / 355687428096000.0;   // 1/17!
+  ps = ps * u2 - 1.0 / 1307674368000.0;  // -1/15!
+  ps = ps * u2 + 1.0 / 6227020800.0;     // 1/13!
+  ps = ps * u2 - 1.0 / 39916800.0;       // -1/11!
+  ps = ps * u2 + 1.0 / 362880.0;         // 1/9!
+  ps = ps * u2 - 1.0 / 5040.0;           // -1/7!
+  ps = ps * u2 + 1.0 / 120.0;            // 1/5!
+  ps = ps * u2 - 1.0 / 6.0;              // -1/3!
   const double su = u + u * u2 * ps;
-  double pc = -1.0 / 6402373705728000.0;          // -1/18!
-  pc = pc * u2 + 1.0 / 20922789888000.0;          // 1/16!
-  pc = pc * u2 - 1.0 / 87178291200.0;             // -1/14!
-  pc = pc * u2 + 1.0 / 479001600.0;               // 1/12!
-  pc = pc * u2 - 1.0 / 3628800.0;                 // -1/10!
-  pc = pc * u2 + 1.0 / 40320.0;                   // 1/8!
-  pc = pc * u2 - 1.0 / 720.0;                     // -1/6!
-  pc = pc * u2 + 1.0 / 24.0;                      // 1/4!
-  pc = pc * u2 - 0.5;                             // -1/2!
+  double pc = -1.0 / 6402373705728000.0;  // -1/18!
+  pc = pc * u2 + 1.0 / 20922789888000.0;  // 1/16!
+  pc = pc * u2 - 1.0 / 87178291200.0;     // -1/14!
+  pc = pc * u2 + 1.0 / 479001600.0;       // 1/12!
+  pc = pc * u2 - 1.0 / 3628800.0;         // -1/10!
+  pc = pc * u2 + 1.0 / 40320.0;           // 1/8!
+  pc = pc * u2 - 1.0 / 720.0;             // -1/6!
+  pc = pc * u2 + 1.0 / 24.0;              // 1/4!
+  pc = pc * u2 - 0.5;                     // -1/2!
   const double cu = 1.0 + u2 * pc;
   const double h = 0.70710678118654752440;
   s = h * (cu + su);
@@ -155,18 +156,18 @@ SRD_HD double exp_fast(double x) {
   double t = x - n * 6.93147180369123816490e-01;  // ln2 hi
   t = t - n * 1.90821492927058770002e-10;         // ln2 lo
   // Taylor series of exp(t), |t| <= 0.347, Horner form.
-  double p = 1.0 / 6227020800.0;            // 1/13!
-  p = p * t + 1.0 / 479001600.0;            // 1/12!
-  p = p * t + 1.0 / 39916800.0;             // 1/11!
-  p = p * t + 1.0 / 3628800.0;              // 1/10!
-  p = p * t + 1.0 / 362880.0;               // 1/9!
-  p = p * t + 1.0 / 40320.0;                // 1/8!
-  p = p * t + 1.0 / 5040.0;                 // 1/7!
-  p = p * t + 1.0 / 720.0;                  // 1/6!
-  p = p * t + 1.0 / 120.0;                  // 1/5!
-  p = p * t + 1.0 / 24.0;                   // 1/4!
-  p = p * t + 1.0 / 6.0;                    // 1/3!
-  p = p * t + 0.5;                          // 1/2!
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * t + 1.0 / 479001600.0;  // 1/12!
+  p = p * t + 1.0 / 39916800.0;   // 1/11!
+  p = p * t + 1.0 / 3628800.0;    // 1/10!
+  p = p * t + 1.0 / 362880.0;     // 1/9!
+  p = p * t + 1.0 / 40320.0;      // 1/8!
+  p = p * t + 1.0 / 5040.0;       // 1/7!
+  p = p * t + 1.0 / 720.0;        // 1/6!
+  p = p * t + 1.0 / 120.0;        // 1/5!
+  p = p * t + 1.0 / 24.0;         // 1/4!
+  p = p * t + 1.0 / 6.0;          // 1/3!
+  p = p * t + 0.5;                // 1/2!
   p = p * t + 1.0;
   p = p * t + 1.0;
   const uint64_t bits = (kbits + 1023u) << 52;

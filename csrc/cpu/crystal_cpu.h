@@ -2,11 +2,15 @@
 //
 // Search: each crystal's atoms are wrapped into the cell (fractional coordinates in [0, 1)); for a
 // centre i and an atom j the images n = (na, nb, nc) within the radius are enumerated with
-// plane-spacing bounds on na, nb and an exact quadratic range for nc (ead_math.h). Every image of
+// exact nested ranges: na from the distance to the (b, c) plane, nb from the in-plane distance to the
+// line through c (Frame below), nc from the quadratic line_range (ead_math.h). Every image of
 // every atom within the radius is visited exactly once, for any cell shape (triclinic, skewed, cells
 // far smaller than the cutoff, one-atom cells). A cell list would not help here: the cells of these
 // datasets are all smaller than the 20 Angstrom cutoff, so every atom of the cell is a neighbour of
 // every other through some image, and the exact ranges already visit nothing outside the sphere.
+// The CUDA kernels (cuda/crystal_kernels.cuh) visit the same images in the same order but take their
+// candidate (na, nb) lines from plane-spacing boxes, which a thread block can number in closed form;
+// see there.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,7 +28,7 @@ namespace srd {
 struct HostBatch {
   int64_t n_atoms = 0, n_crystals = 0;
   const int64_t* ptr = nullptr;
-  std::vector<double> pos;       // [N, 3] the input positions (unwrapped)
+  std::vector<double> pos;  // [N, 3] the input positions (unwrapped)
   std::vector<Cell<double>> cells;
   std::vector<double> wrapped;   // [N, 3] Cartesian positions wrapped into the cell
   std::vector<int64_t> offset;   // [N, 3] integer o with position = wrapped + o @ H
@@ -36,8 +40,8 @@ struct HostBatch {
     n_atoms = positions.size(0);
     n_crystals = cells_t.size(0);
     ptr = ptr_t.data_ptr<int64_t>();
-    TORCH_CHECK_VALUE(ptr[0] == 0 && ptr[n_crystals] == n_atoms, op, ": ptr must start at 0 and end at N = ",
-                      n_atoms, ", got ptr[0] = ", ptr[0], ", ptr[-1] = ", ptr[n_crystals]);
+    TORCH_CHECK_VALUE(ptr[0] == 0 && ptr[n_crystals] == n_atoms, op, ": ptr must start at 0 and end at N = ", n_atoms,
+                      ", got ptr[0] = ", ptr[0], ", ptr[-1] = ", ptr[n_crystals]);
     const T* pin = positions.data_ptr<T>();
     pos.assign(pin, pin + 3 * n_atoms);
     const T* h = cells_t.data_ptr<T>();
@@ -106,12 +110,11 @@ struct HostBatch {
     for (int64_t b = 0; b < n_crystals; ++b) {
       const double n = static_cast<double>(ptr[b + 1] - ptr[b]);
       const double bound = n * image_count_bound(cells[b], radius);
-      TORCH_CHECK_VALUE(bound <= kMaxNeighboursPerAtom, op, ": cells[", b, "] is too small or too flat for a ",
-                        radius, " Angstrom neighbour search: plane spacings ", cells[b].spacing[0], ", ",
-                        cells[b].spacing[1], ", ", cells[b].spacing[2], " Angstrom, volume ", std::fabs(cells[b].det),
-                        " Angstrom^3 for ", n, " atoms give up to ", bound,
-                        " periodic neighbours per atom (the limit is ", kMaxNeighboursPerAtom,
-                        "); the cell is degenerate or unphysically dense");
+      TORCH_CHECK_VALUE(bound <= kMaxNeighboursPerAtom, op, ": cells[", b, "] is too small or too flat for a ", radius,
+                        " Angstrom neighbour search: plane spacings ", cells[b].spacing[0], ", ", cells[b].spacing[1],
+                        ", ", cells[b].spacing[2], " Angstrom, volume ", std::fabs(cells[b].det), " Angstrom^3 for ", n,
+                        " atoms give up to ", bound, " periodic neighbours per atom (the limit is ",
+                        kMaxNeighboursPerAtom, "); the cell is degenerate or unphysically dense");
     }
   }
 

@@ -6,6 +6,8 @@
 //     for every (eta, mu) with eta (r - mu)^2 <= skip:
 //       w = zf exp(-eta (r - mu)^2);  rho0 += w;  rho_p += w d_p  (p = x, y, z)
 //   F0 = rho0^2;  F1 = (a rho0^2 + rho_x^2 + rho_y^2 + rho_z^2) / rc^2,  a = 1 (cumulative) or 0.
+// The per-pair expressions (split, Gaussian, skip rule, w, w', adjoints, features) are those of
+// common/ead_pair.h, shared with the CUDA kernels; this file only decides grouping and order.
 //
 // How it is fast without changing that sum:
 //  * The neighbours of a centre are gathered once into a pair list (structure of arrays) and
@@ -28,10 +30,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "common/ead_grid.h"
 #include "common/ead_math.h"
+#include "common/ead_pair.h"
 #include "cpu/crystal_cpu.h"
 
 namespace srd {
@@ -48,8 +52,10 @@ struct GridT {
   T skip;
   explicit GridT(const EADGrid& g) : eta(g.etas.begin(), g.etas.end()) {
     for (double m : g.mus) {
-      mu_hi.push_back(static_cast<T>(m));
-      mu_lo.push_back(static_cast<T>(m - static_cast<double>(static_cast<T>(m))));
+      T hi, lo;
+      split_hi_lo(m, hi, lo);
+      mu_hi.push_back(hi);
+      mu_lo.push_back(lo);
     }
     skip = static_cast<T>(g.skip);  // inf stays inf
   }
@@ -93,8 +99,21 @@ struct PairList {
 
   void grow(bool with_index) {
     const size_t cap = std::max<size_t>(1024, 2 * r.size());
-    r.resize(cap); dx.resize(cap); dy.resize(cap); dz.resize(cap); j.resize(cap);
+    r.resize(cap);
+    dx.resize(cap);
+    dy.resize(cap);
+    dz.resize(cap);
+    j.resize(cap);
     if (with_index) s.resize(3 * cap);
+  }
+
+  // The L lanes of the group starting at g0 (the structure of arrays above).
+  struct Lanes {
+    const T *rhi, *rlo, *zf, *zdf, *dx, *dy, *dz;
+  };
+  Lanes lanes(int64_t g0) const {
+    return {rhi.data() + g0, rlo.data() + g0, zf.data() + g0, zdf.data() + g0,
+            ux.data() + g0,  uy.data() + g0,  uz.data() + g0};
   }
 
   // Smallest and largest r of the lane group starting at g0 (the counting sort orders bins, not the
@@ -119,8 +138,15 @@ struct PairList {
     for (int64_t p = 0; p < n; ++p)
       order[count[std::min<int64_t>(static_cast<int64_t>(r[p] * inv_bin), nbins - 1)]++] = static_cast<int32_t>(p);
     n_padded = (n + L - 1) / L * L;
-    sr.resize(n_padded); rhi.resize(n_padded); rlo.resize(n_padded); zf.resize(n_padded); zdf.resize(n_padded);
-    ux.resize(n_padded); uy.resize(n_padded); uz.resize(n_padded); sj.resize(n_padded);
+    sr.resize(n_padded);
+    rhi.resize(n_padded);
+    rlo.resize(n_padded);
+    zf.resize(n_padded);
+    zdf.resize(n_padded);
+    ux.resize(n_padded);
+    uy.resize(n_padded);
+    uz.resize(n_padded);
+    sj.resize(n_padded);
     if (with_index) ss.resize(3 * n_padded);
     for (int64_t q = 0; q < n; ++q) {  // gather
       const int64_t p = order[q];
@@ -144,14 +170,13 @@ struct PairList {
     const T trc = static_cast<T>(rc);
 #pragma omp simd
     for (int64_t q = 0; q < n_padded; ++q) {  // vectorised: split r, cutoff, weights
-      const T hi = static_cast<T>(sr[q]);
+      T hi, lo, w, dw;
+      split_hi_lo(sr[q], hi, lo);
       rhi[q] = hi;
-      rlo[q] = static_cast<T>(sr[q] - static_cast<double>(hi));
-      T fc, dfc;
-      cutoff_and_derivative(hi, trc, fc, dfc);
-      const T zn = zf[q];
-      zf[q] = zn * fc;
-      zdf[q] = zn * dfc;
+      rlo[q] = lo;
+      weighted_cutoff(zf[q], hi, trc, w, dw);
+      zf[q] = w;
+      zdf[q] = dw;
     }
   }
 };
@@ -181,11 +206,35 @@ struct Recurrence {
     // (2 eta dmu t <= kMaxArg) for every lane, t <= halfwidth + spread.
     max_spread = std::min(std::sqrt(kMaxArg<T> / eta), kMaxArg<T> / (2 * eta * dmu_)) - halfwidth;
   }
+  // Exact (re)start at centre mu = (mhi, mlo): t = r - mu, g = exp(-eta t^2), R = exp(2 eta dmu t - eta dmu^2).
+  void anchor(T rhi, T rlo, T mhi, T mlo, T eta, T& t, T& g, T& R) const {
+    t = gaussian_offset(rhi, rlo, mhi, mlo);
+    g = exp_fast(-gaussian_exponent(eta, t));
+    R = exp_fast(two_eta_dmu * t - eta_dmu2);
+  }
+  // One centre up: mu -> mu + dmu.
+  void advance(T& t, T& g, T& R) const {
+    g *= R;
+    R *= c;
+    t -= dmu;
+  }
 };
 
 // The recurrence is restarted from exact exponentials every kAnchor centres: its relative rounding
 // error grows by ~2 ulp per step, so this keeps float32 terms within ~16 steps' worth (~2e-6).
 constexpr int64_t kAnchor = 16;
+
+// (Re-)anchors the L lanes of a pair group at centre k (Recurrence::anchor): t[l] = r_l - mu_k,
+// g[l] = exp(-eta t[l]^2) (times zf[l] when WithZ: the forward's pair term), R[l].
+template <bool WithZ, typename T>
+inline void anchor_lanes(const Recurrence<T>& q, const GridT<T>& gt, T eta, const T* rhi, const T* rlo, const T* zf,
+                         int64_t k, T* t, T* g, T* R) {
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes<T>; ++l) {
+    q.anchor(rhi[l], rlo[l], gt.mu_hi[k], gt.mu_lo[k], eta, t[l], g[l], R[l]);
+    if constexpr (WithZ) g[l] = pair_weight(g[l], zf[l]);
+  }
+}
 
 template <typename T>
 struct GridRecurrence {
@@ -218,56 +267,35 @@ void forward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbe
       A* ax = a0 + C * L;
       A* ay = a0 + 2 * C * L;
       A* az = a0 + 3 * C * L;
+      // The lane accumulators of rho0, rho_x, rho_y, rho_z of the channel at offset c = (e M + k) L.
+      const auto channel = [&](int64_t c) { return std::array<A*, 4>{a0 + c, ax + c, ay + c, az + c}; };
       for (int64_t g0 = 0; g0 < pl.n_padded; g0 += L) {
-        const T* rhi = pl.rhi.data() + g0;
-        const T* rlo = pl.rlo.data() + g0;
-        const T* zf = pl.zf.data() + g0;
-        const T* dx = pl.ux.data() + g0;
-        const T* dy = pl.uy.data() + g0;
-        const T* dz = pl.uz.data() + g0;
+        const auto [rhi, rlo, zf, zdf, dx, dy, dz] = pl.lanes(g0);
         const auto [rmin, rmax] = pl.span(g0);
         for (int64_t e = 0; e < E; ++e) {
           const T eta = gt.eta[e];
           const T skip = gt.skip;
           if (rec.enabled && rmax - rmin <= rec.rows[e].max_spread) {
             // Recurrence path (uniform grid, finite skip, lanes close enough in r).
-            const Recurrence<T>& q = rec.rows[e];
             int64_t lo, hi;
             grid.exact_range(e, rmin, rmax, lo, hi);
             if (lo > hi) continue;
+            const Recurrence<T>& q = rec.rows[e];
             T t[L], g[L], R[L];
-#pragma omp simd
-            for (int64_t l = 0; l < L; ++l) {
-              t[l] = (rhi[l] - gt.mu_hi[lo]) + (rlo[l] - gt.mu_lo[lo]);
-              g[l] = zf[l] * exp_fast(-eta * t[l] * t[l]);
-              R[l] = exp_fast(q.two_eta_dmu * t[l] - q.eta_dmu2);
-            }
             for (int64_t k = lo; k <= hi; ++k) {
-              if (k > lo && (k - lo) % kAnchor == 0) {  // re-anchor: bounds the recurrence's rounding drift
-#pragma omp simd
-                for (int64_t l = 0; l < L; ++l) {
-                  t[l] = (rhi[l] - gt.mu_hi[k]) + (rlo[l] - gt.mu_lo[k]);
-                  g[l] = zf[l] * exp_fast(-eta * t[l] * t[l]);
-                  R[l] = exp_fast(q.two_eta_dmu * t[l] - q.eta_dmu2);
-                }
-              }
-              const int64_t c = (e * M + k) * L;
-              A* A0 = a0 + c;
-              A* AX = ax + c;
-              A* AY = ay + c;
-              A* AZ = az + c;
+              // (re-)anchor: bounds the recurrence's rounding drift
+              if ((k - lo) % kAnchor == 0) anchor_lanes<true>(q, gt, eta, rhi, rlo, zf, k, t, g, R);
+              const auto [A0, AX, AY, AZ] = channel((e * M + k) * L);
 #pragma omp simd
               for (int64_t l = 0; l < L; ++l) {
-                const T w = eta * t[l] * t[l] <= skip ? g[l] : T(0);
+                const T w = term_kept(gaussian_exponent(eta, t[l]), skip) ? g[l] : T(0);
                 A0[l] += w;
                 if constexpr (WithL1) {
                   AX[l] += w * dx[l];
                   AY[l] += w * dy[l];
                   AZ[l] += w * dz[l];
                 }
-                g[l] *= R[l];
-                R[l] *= q.c;
-                t[l] -= q.dmu;
+                q.advance(t[l], g[l], R[l]);
               }
             }
             continue;
@@ -277,17 +305,12 @@ void forward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbe
           grid.window_range(e, rmin, rmax, lo, hi);
           for (int64_t k = lo; k <= hi; ++k) {
             const T mh = gt.mu_hi[k], ml = gt.mu_lo[k];
-            const int64_t c = (e * M + k) * L;
-            A* A0 = a0 + c;
-            A* AX = ax + c;
-            A* AY = ay + c;
-            A* AZ = az + c;
+            const auto [A0, AX, AY, AZ] = channel((e * M + k) * L);
 #pragma omp simd
             for (int64_t l = 0; l < L; ++l) {
-              const T tt = (rhi[l] - mh) + (rlo[l] - ml);
-              const T arg = eta * tt * tt;
+              const T arg = gaussian_exponent(eta, gaussian_offset(rhi[l], rlo[l], mh, ml));
               const T ex = exp_fast(-arg);
-              const T w = arg <= skip ? zf[l] * ex : T(0);
+              const T w = term_kept(arg, skip) ? pair_weight(ex, zf[l]) : T(0);
               A0[l] += w;
               if constexpr (WithL1) {
                 AX[l] += w * dx[l];
@@ -301,8 +324,8 @@ void forward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbe
       // Reduce the lanes (float64), then features and the saved rho.
       T* f = features + i * grid.n_features;
       T* rr = rho + i * n_rho * C;
-      const double inv_rc2 = 1.0 / (grid.cutoff * grid.cutoff);
-      const double a = grid.cumulative ? 1.0 : 0.0;
+      const double inv_rc2 = inverse_cutoff_squared(grid.cutoff);
+      const double a = cumulative_weight(grid.cumulative);
       for (int64_t c = 0; c < C; ++c) {
         double r0 = 0, vx = 0, vy = 0, vz = 0;
         for (int64_t l = 0; l < L; ++l) {
@@ -313,10 +336,10 @@ void forward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbe
             vz += az[c * L + l];
           }
         }
-        f[c] = static_cast<T>(r0 * r0);
+        f[c] = static_cast<T>(feature_l0(r0));
         rr[c] = static_cast<T>(r0);
         if constexpr (WithL1) {
-          f[C + c] = static_cast<T>((a * r0 * r0 + vx * vx + vy * vy + vz * vz) * inv_rc2);
+          f[C + c] = static_cast<T>(feature_l1(r0, vx, vy, vz, a, inv_rc2));
           rr[C + c] = static_cast<T>(vx);
           rr[2 * C + c] = static_cast<T>(vy);
           rr[3 * C + c] = static_cast<T>(vz);
@@ -345,15 +368,15 @@ void forward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbe
 constexpr int64_t kChunksPerCrystal = 8;
 
 template <typename T, bool WithL1>
-void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbers, const T* grad_f,
-                   const T* rho, T* grad_pos, T* grad_cell) {
+void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numbers, const T* grad_f, const T* rho,
+                   T* grad_pos, T* grad_cell) {
   constexpr int64_t L = kLanes<T>;
   const GridT<T> gt(grid);
   const GridRecurrence<T> rec(grid);
   const int64_t C = grid.n_channels, M = grid.n_mu, E = grid.n_eta;
   const int64_t n_rho = WithL1 ? 4 : 1;
-  const double inv_rc2 = 1.0 / (grid.cutoff * grid.cutoff);
-  const double a_cum = grid.cumulative ? 1.0 : 0.0;
+  const double inv_rc2 = inverse_cutoff_squared(grid.cutoff);
+  const double a_cum = cumulative_weight(grid.cumulative);
   const double bin = std::min(0.25, grid.uniform ? grid.dmu : 0.25);
 
   // Fixed chunking: chunk -> (crystal, first atom, last atom), buffer offset.
@@ -378,7 +401,7 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
     // act_of[c] = m or -1.
     std::vector<int64_t> act_k(C), act_of(C), row_begin(E + 1);
     std::vector<T> act_a0(C), act_ax(C), act_ay(C), act_az(C);
-    T sc[L], vx[L], vy[L], vz[L], t[L], g[L], R[L];
+    T sc[L], vx[L], vy[L], vz[L];
     for (int64_t ci = cbeg; ci < cend; ++ci) {
       const Chunk& ch = chunks[ci];
       const int64_t first = hb.ptr[ch.b];
@@ -399,11 +422,11 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
             const double r0 = rr[c];
             act_of[c] = m;
             act_k[m] = k;
-            act_a0[m] = static_cast<T>(2 * r0 * (g0 + a_cum * g1 * inv_rc2));
+            act_a0[m] = static_cast<T>(adjoint_rho0(r0, g0, g1, a_cum, inv_rc2));
             if constexpr (WithL1) {
-              act_ax[m] = static_cast<T>(2 * static_cast<double>(rr[C + c]) * g1 * inv_rc2);
-              act_ay[m] = static_cast<T>(2 * static_cast<double>(rr[2 * C + c]) * g1 * inv_rc2);
-              act_az[m] = static_cast<T>(2 * static_cast<double>(rr[3 * C + c]) * g1 * inv_rc2);
+              act_ax[m] = static_cast<T>(adjoint_rho_vec(rr[C + c], g1, inv_rc2));
+              act_ay[m] = static_cast<T>(adjoint_rho_vec(rr[2 * C + c], g1, inv_rc2));
+              act_az[m] = static_cast<T>(adjoint_rho_vec(rr[3 * C + c], g1, inv_rc2));
             } else {
               act_ax[m] = act_ay[m] = act_az[m] = T(0);
             }
@@ -417,13 +440,7 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
         pl.sort_and_pack(bin, grid.cutoff, numbers, true);
         double gi[3] = {0, 0, 0};
         for (int64_t g0 = 0; g0 < pl.n_padded; g0 += L) {
-          const T* rhi = pl.rhi.data() + g0;
-          const T* rlo = pl.rlo.data() + g0;
-          const T* zf = pl.zf.data() + g0;
-          const T* zdf = pl.zdf.data() + g0;
-          const T* dx = pl.ux.data() + g0;
-          const T* dy = pl.uy.data() + g0;
-          const T* dz = pl.uz.data() + g0;
+          const auto [rhi, rlo, zf, zdf, dx, dy, dz] = pl.lanes(g0);
           for (int64_t l = 0; l < L; ++l) sc[l] = vx[l] = vy[l] = vz[l] = T(0);
           const auto [rmin, rmax] = pl.span(g0);
           for (int64_t e = 0; e < E; ++e) {
@@ -434,7 +451,6 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
             const T skip = gt.skip;
             if (rec.enabled && rmax - rmin <= rec.rows[e].max_spread) {
               // Recurrence path: step g through the window; work only at active channels.
-              const Recurrence<T>& q = rec.rows[e];
               int64_t lo, hi;
               grid.exact_range(e, rmin, rmax, lo, hi);
               // Trim the window to the first/last active channel.
@@ -443,41 +459,27 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
               if (mb == me) continue;
               lo = act_k[mb];
               hi = act_k[me - 1];
-#pragma omp simd
-              for (int64_t l = 0; l < L; ++l) {
-                t[l] = (rhi[l] - gt.mu_hi[lo]) + (rlo[l] - gt.mu_lo[lo]);
-                g[l] = exp_fast(-eta * t[l] * t[l]);
-                R[l] = exp_fast(q.two_eta_dmu * t[l] - q.eta_dmu2);
-              }
+              const Recurrence<T>& q = rec.rows[e];
+              T t[L], g[L], R[L];
               for (int64_t k = lo; k <= hi; ++k) {
-                if (k > lo && (k - lo) % kAnchor == 0) {  // re-anchor (as in the forward)
-#pragma omp simd
-                  for (int64_t l = 0; l < L; ++l) {
-                    t[l] = (rhi[l] - gt.mu_hi[k]) + (rlo[l] - gt.mu_lo[k]);
-                    g[l] = exp_fast(-eta * t[l] * t[l]);
-                    R[l] = exp_fast(q.two_eta_dmu * t[l] - q.eta_dmu2);
-                  }
-                }
+                // (re-)anchor (as in the forward)
+                if ((k - lo) % kAnchor == 0) anchor_lanes<false>(q, gt, eta, rhi, rlo, zf, k, t, g, R);
                 const int64_t mm = act_of[e * M + k];
                 if (mm >= 0) {
                   const T A0 = act_a0[mm], AX = act_ax[mm], AY = act_ay[mm], AZ = act_az[mm];
 #pragma omp simd
                   for (int64_t l = 0; l < L; ++l) {
-                    const T gg = eta * t[l] * t[l] <= skip ? g[l] : T(0);
-                    const T w = gg * zf[l];
-                    const T dw = gg * (zdf[l] - two_eta * t[l] * zf[l]);
-                    sc[l] += (A0 + AX * dx[l] + AY * dy[l] + AZ * dz[l]) * dw;
+                    const T gg = term_kept(gaussian_exponent(eta, t[l]), skip) ? g[l] : T(0);
+                    const T w = pair_weight(gg, zf[l]);
+                    const T dw = pair_weight_derivative(gg, zf[l], zdf[l], two_eta, t[l]);
+                    sc[l] += adjoint_along(A0, AX, AY, AZ, dx[l], dy[l], dz[l]) * dw;
                     vx[l] += w * AX;
                     vy[l] += w * AY;
                     vz[l] += w * AZ;
                   }
                 }
 #pragma omp simd
-                for (int64_t l = 0; l < L; ++l) {
-                  g[l] *= R[l];
-                  R[l] *= q.c;
-                  t[l] -= q.dmu;
-                }
+                for (int64_t l = 0; l < L; ++l) q.advance(t[l], g[l], R[l]);
               }
               continue;
             }
@@ -491,13 +493,13 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
               const T A0 = act_a0[qa], AX = act_ax[qa], AY = act_ay[qa], AZ = act_az[qa];
 #pragma omp simd
               for (int64_t l = 0; l < L; ++l) {
-                const T tt = (rhi[l] - mh) + (rlo[l] - ml);
-                const T arg = eta * tt * tt;
+                const T tt = gaussian_offset(rhi[l], rlo[l], mh, ml);
+                const T arg = gaussian_exponent(eta, tt);
                 const T ex = exp_fast(-arg);
-                const T gg = arg <= skip ? ex : T(0);
-                const T w = gg * zf[l];
-                const T dw = gg * (zdf[l] - two_eta * tt * zf[l]);
-                sc[l] += (A0 + AX * dx[l] + AY * dy[l] + AZ * dz[l]) * dw;
+                const T gg = term_kept(arg, skip) ? ex : T(0);
+                const T w = pair_weight(gg, zf[l]);
+                const T dw = pair_weight_derivative(gg, zf[l], zdf[l], two_eta, tt);
+                sc[l] += adjoint_along(A0, AX, AY, AZ, dx[l], dy[l], dz[l]) * dw;
                 vx[l] += w * AX;
                 vy[l] += w * AY;
                 vz[l] += w * AZ;
@@ -509,9 +511,8 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
             const int64_t j = pl.sj[qq];
             if (j < 0) break;  // padding
             const double inv_r = 1.0 / pl.sr[qq];
-            const double gd[3] = {static_cast<double>(sc[l]) * dx[l] * inv_r + vx[l],
-                                  static_cast<double>(sc[l]) * dy[l] * inv_r + vy[l],
-                                  static_cast<double>(sc[l]) * dz[l] * inv_r + vz[l]};
+            const double gd[3] = {pair_gradient(sc[l], dx[l], inv_r, vx[l]), pair_gradient(sc[l], dy[l], inv_r, vy[l]),
+                                  pair_gradient(sc[l], dz[l], inv_r, vz[l])};
             double* gj = gbuf + 3 * (j - first);
             for (int k = 0; k < 3; ++k) {
               gj[k] += gd[k];
@@ -550,17 +551,14 @@ void backward_impl(const EADGrid& grid, const HostBatch& hb, const int64_t* numb
 
 std::tuple<at::Tensor, at::Tensor> ead_forward_cpu(const at::Tensor& positions, const at::Tensor& numbers,
                                                    const at::Tensor& cells, const at::Tensor& ptr,
-                                                   c10::ArrayRef<double> etas, c10::ArrayRef<double> mus,
-                                                   double cutoff, int64_t lmax, bool cumulative,
-                                                   double skip_exponent) {
+                                                   c10::ArrayRef<double> etas, c10::ArrayRef<double> mus, double cutoff,
+                                                   int64_t lmax, bool cumulative, double skip_exponent) {
   check_structure_args("srd.ead", positions, numbers, cells, ptr);
   const EADGrid grid(etas, mus, cutoff, lmax, cumulative, skip_exponent);
-  const at::Tensor pos = positions.contiguous(), num = numbers.contiguous(), cel = cells.contiguous(),
-                   pt = ptr.contiguous();
+  const auto [pos, num, cel, pt, gf_, rh_] = contiguous_tensors(positions, numbers, cells, ptr);
   const int64_t N = pos.size(0);
-  const int64_t n_rho = lmax >= 1 ? 4 : 1;
   at::Tensor features = at::empty({N, grid.n_features}, pos.options());
-  at::Tensor rho = at::empty({N, n_rho, grid.n_channels}, pos.options());
+  at::Tensor rho = at::empty({N, grid.n_rho, grid.n_channels}, pos.options());
   if (N == 0) return {features, rho};
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "ead_forward_cpu", [&] {
     const HostBatch hb(pos, cel, pt, "srd.ead", static_cast<const scalar_t*>(nullptr));
@@ -583,18 +581,9 @@ std::tuple<at::Tensor, at::Tensor> ead_backward_cpu(const at::Tensor& grad_featu
                                                     double skip_exponent) {
   check_structure_args("srd.ead_backward", positions, numbers, cells, ptr);
   const EADGrid grid(etas, mus, cutoff, lmax, cumulative, skip_exponent);
+  check_backward_args("srd.ead_backward", grad_features, rho, positions, grid);
   const int64_t N = positions.size(0);
-  TORCH_CHECK_VALUE(grad_features.dim() == 2 && grad_features.size(0) == N &&
-                        grad_features.size(1) == grid.n_features,
-                    "srd.ead_backward: grad_features must have shape [", N, ", ", grid.n_features, "], got ",
-                    grad_features.sizes());
-  const int64_t n_rho = lmax >= 1 ? 4 : 1;
-  TORCH_CHECK_VALUE(rho.dim() == 3 && rho.size(0) == N && rho.size(1) == n_rho && rho.size(2) == grid.n_channels,
-                    "srd.ead_backward: rho must have shape [", N, ", ", n_rho, ", ", grid.n_channels, "], got ",
-                    rho.sizes());
-  const at::Tensor pos = positions.contiguous(), num = numbers.contiguous(), cel = cells.contiguous(),
-                   pt = ptr.contiguous(), gf = grad_features.contiguous().to(positions.scalar_type()),
-                   rh = rho.contiguous().to(positions.scalar_type());
+  const auto [pos, num, cel, pt, gf, rh] = contiguous_tensors(positions, numbers, cells, ptr, grad_features, rho);
   at::Tensor grad_pos = at::zeros_like(pos);
   at::Tensor grad_cell = at::zeros_like(cel);
   if (N == 0) return {grad_pos, grad_cell};
@@ -602,9 +591,8 @@ std::tuple<at::Tensor, at::Tensor> ead_backward_cpu(const at::Tensor& grad_featu
     const HostBatch hb(pos, cel, pt, "srd.ead_backward", static_cast<const scalar_t*>(nullptr));
     hb.check_image_bound(grid.reach, "srd.ead_backward");
     if (lmax >= 1)
-      backward_impl<scalar_t, true>(grid, hb, num.data_ptr<int64_t>(), gf.data_ptr<scalar_t>(),
-                                    rh.data_ptr<scalar_t>(), grad_pos.data_ptr<scalar_t>(),
-                                    grad_cell.data_ptr<scalar_t>());
+      backward_impl<scalar_t, true>(grid, hb, num.data_ptr<int64_t>(), gf.data_ptr<scalar_t>(), rh.data_ptr<scalar_t>(),
+                                    grad_pos.data_ptr<scalar_t>(), grad_cell.data_ptr<scalar_t>());
     else
       backward_impl<scalar_t, false>(grid, hb, num.data_ptr<int64_t>(), gf.data_ptr<scalar_t>(),
                                      rh.data_ptr<scalar_t>(), grad_pos.data_ptr<scalar_t>(),

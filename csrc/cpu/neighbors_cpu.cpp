@@ -1,15 +1,14 @@
 // srd::nearest_pairs on the CPU: for every crystal, the pair (i, j, s) of atoms at the minimum
 // interatomic distance over all periodic images (self-images of an atom included, the zero vector
-// from an atom to itself excluded; two distinct atoms at one place give distance 0). Only the integer search lives here; the distance itself is recomputed differentiably
-// in Python as |pos_j - pos_i + s @ H| (differentiable geometry, non-differentiable search).
+// from an atom to itself excluded; two distinct atoms at one place give distance 0). Only the integer search lives
+// here; the distance itself is recomputed differentiably in Python as |pos_j - pos_i + s @ H| (differentiable geometry,
+// non-differentiable search).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cmath>
 #include <limits>
 
 #include "common/ead_grid.h"
@@ -65,22 +64,6 @@ std::tuple<at::Tensor, at::Tensor> nearest_pairs_cpu(const at::Tensor& positions
   if (B == 0) return {index, shifts};
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "nearest_pairs_cpu", [&] {
     const HostBatch hb(pos, cel, pt, "srd.nearest_pairs", static_cast<const scalar_t*>(nullptr));
-    // The search radius starts at the shortest cell vector: a degenerate cell (tiny angles) could still
-    // make that sphere span millions of planes.
-    for (int64_t b = 0; b < hb.n_crystals; ++b) {
-      double shortest = std::numeric_limits<double>::infinity();
-      for (int r = 0; r < 3; ++r) {
-        const double* h = hb.cells[b].h[r];
-        shortest = std::min(shortest, std::sqrt(h[0] * h[0] + h[1] * h[1] + h[2] * h[2]));
-      }
-      const double n = static_cast<double>(hb.ptr[b + 1] - hb.ptr[b]);
-      const double bound = n * image_count_bound(hb.cells[b], shortest);
-      TORCH_CHECK_VALUE(bound <= kMaxNeighboursPerAtom, "srd.nearest_pairs: cells[", b,
-                        "] is degenerate: plane spacings ", hb.cells[b].spacing[0], ", ", hb.cells[b].spacing[1],
-                        ", ", hb.cells[b].spacing[2], " Angstrom against a shortest cell vector of ", shortest,
-                        " Angstrom give up to ", bound, " images per atom (the limit is ", kMaxNeighboursPerAtom,
-                        ")");
-    }
     nearest_impl(hb, index.data_ptr<int64_t>(), shifts.data_ptr<int64_t>());
   });
   return {index, shifts};

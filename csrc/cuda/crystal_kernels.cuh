@@ -1,9 +1,21 @@
 // Device-side view of a batch of crystals and the periodic image enumeration shared by the CUDA
-// kernels (ead_kernels.cuh, neighbors_kernels.cuh). It is the device twin of cpu/crystal_cpu.h:
-// geometry in float64 whatever the input dtype (float32 inputs are represented exactly), the same wrapping of
-// positions into the cell and the same image ranges (image_range / line_range from
-// common/ead_math.h), so that both back ends visit the same pairs (up to rounding of pairs at
-// exactly the search radius, whose terms vanish there).
+// kernels (ead_kernels.cuh, neighbors_kernels.cuh). It produces what the CPU search of
+// cpu/crystal_cpu.h produces, by another enumeration of the candidate images:
+//   * the same pairs: every image (j, n) of every atom j of the centre's crystal with 0 < |d| <= radius,
+//     d = r_j + n H - r_i, in float64 whatever the input dtype (float32 inputs are represented
+//     exactly), from positions wrapped into the cell as on the CPU (integer offsets o with
+//     pos = wrapped + o H, undone in the image shift s), in the same lexicographic (j, na, nb, nc)
+//     order, with the same expressions for d and the same quadratic for the nc range of a line
+//     (line_range, common/ead_math.h);
+//   * but not the same candidate lines (j, na, nb). The CPU walks nested exact ranges (HostBatch::Frame:
+//     na from the distance to the (b, c) plane, nb from the in-plane distance to the line through c),
+//     so every line it visits crosses the sphere. A thread block needs a closed-form numbering of its
+//     lines to hand them to threads with one prefix sum per round, so here the lines are those of the
+//     plane-spacing box of each j (image_range, common/ead_math.h), numbered in the union of the boxes
+//     over j (see "Enumeration" below), and line_range rejects the lines that miss the sphere.
+// The box contains every line that crosses the sphere, so the pair sets agree up to rounding of pairs
+// at exactly the search radius (whose terms vanish there, f_c(rc) = 0); the emulator test
+// (tests/test_cuda_emulation.py) checks that the results agree.
 //
 // Preparation (two small kernels, no host synchronisation):
 //   prep_cells_kernel  one thread per crystal: Cell<double> (inverse, plane spacings), validity flag;
@@ -90,8 +102,8 @@ __global__ void prep_cells_kernel(const Tin* __restrict__ h, int64_t n_crystals,
 template <typename Tin>
 __global__ void prep_atoms_kernel(const Tin* __restrict__ pos, const int64_t* __restrict__ ptr, int64_t n_atoms,
                                   int64_t n_crystals, const Cell<double>* __restrict__ cells, int* __restrict__ ok,
-                                  double* __restrict__ wrapped, double* __restrict__ frac,
-                                  int64_t* __restrict__ offset, int* __restrict__ crystal) {
+                                  double* __restrict__ wrapped, double* __restrict__ frac, int64_t* __restrict__ offset,
+                                  int* __restrict__ crystal) {
   using T = double;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_atoms) return;
@@ -99,7 +111,8 @@ __global__ void prep_atoms_kernel(const Tin* __restrict__ pos, const int64_t* __
   int64_t lo = 0, hi = n_crystals - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) >> 1;
-    if (ptr[mid] <= i) lo = mid; else hi = mid - 1;
+    if (ptr[mid] <= i) lo = mid;
+    else hi = mid - 1;
   }
   const int64_t b = lo;
   crystal[i] = static_cast<int>(b);
@@ -123,8 +136,8 @@ __global__ void prep_atoms_kernel(const Tin* __restrict__ pos, const int64_t* __
     offset[3 * i + k] = o[k];
   }
   for (int k = 0; k < 3; ++k)
-    wrapped[3 * i + k] = p[k] - (static_cast<T>(o[0]) * c.h[0][k] + static_cast<T>(o[1]) * c.h[1][k] +
-                                 static_cast<T>(o[2]) * c.h[2][k]);
+    wrapped[3 * i + k] =
+        p[k] - (static_cast<T>(o[0]) * c.h[0][k] + static_cast<T>(o[1]) * c.h[1][k] + static_cast<T>(o[2]) * c.h[2][k]);
   if (!good) ok[b] = 0;  // every writer stores the same value
 }
 
@@ -164,15 +177,15 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int* s_warp, int& tot
 // ------------------------------------------------------------------------------------------------
 struct CentreGeom {
   using T = double;
-  int64_t first;    // first atom of the crystal
-  int n;            // atoms in the crystal
-  int valid;        // 0: flagged crystal or malformed ptr (outputs NaN)
-  T h[3][3];        // lattice vectors (rows)
-  T wi[3], fi[3];   // wrapped Cartesian / fractional position of the centre
-  int64_t oi[3];    // integer offset of the centre
-  T vv;             // |c|^2
-  T ra, rb;         // radius / plane spacing along a and b
-  T r2max;          // radius^2
+  int64_t first;           // first atom of the crystal
+  int n;                   // atoms in the crystal
+  int valid;               // 0: flagged crystal or malformed ptr (outputs NaN)
+  T h[3][3];               // lattice vectors (rows)
+  T wi[3], fi[3];          // wrapped Cartesian / fractional position of the centre
+  int64_t oi[3];           // integer offset of the centre
+  T vv;                    // |c|^2
+  T ra, rb;                // radius / plane spacing along a and b
+  T r2max;                 // radius^2
   int alo, ahi, blo, bhi;  // union over j of the per-j image boxes (na, nb)
 };
 
@@ -182,8 +195,8 @@ __device__ void setup_centre(const DeviceBatch& batch, int64_t i, double radius,
   using T = double;
   const int b = batch.crystal[i];
   const int64_t first = batch.ptr[b], last = batch.ptr[b + 1];
-  bool valid = batch.ok[b] != 0 && first >= 0 && first <= i && i < last && last <= batch.n_atoms &&
-               last - first <= INT_MAX;
+  bool valid =
+      batch.ok[b] != 0 && first >= 0 && first <= i && i < last && last <= batch.n_atoms && last - first <= INT_MAX;
   const Cell<T>& c = batch.cells[b];
   for (int r = 0; r < 3; ++r)
     for (int k = 0; k < 3; ++k) g.h[r][k] = c.h[r][k];
@@ -240,8 +253,8 @@ __device__ void accumulate_centre_box(const DeviceBatch& batch, CentreGeom& g) {
 
 // The pair stream of one centre, in tiles of P slots (see the header comment). For every pair:
 //   write(slot, jl, na, nb, nc, d, r2)   jl = j - first; d = r_j + n H - r_i (T[3]); r2 = |d|^2.
-// (d and r2 in float64.) Pairs with r2 > r2max or r2 <= 0 (rounding at the ends of the exact nc range, and the zero vector
-// of i itself) are written too: the caller marks them as holes. Then, block-uniformly:
+// (d and r2 in float64.) Pairs with r2 > r2max or r2 <= 0 (rounding at the ends of the exact nc range, and the zero
+// vector of i itself) are written too: the caller marks them as holes. Then, block-uniformly:
 //   process(fill)   between two __syncthreads(), once per full tile and once for the last one.
 // Every thread of the block must call this (it contains barriers); s_scan: 32 ints of shared memory.
 template <int P, typename Write, typename Process>
@@ -315,9 +328,13 @@ __device__ void enumerate_pairs(const CentreGeom& g, const DeviceBatch& batch, i
 template <typename T>
 __device__ __forceinline__ T quiet_nan();
 template <>
-__device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fffffff); }
+__device__ __forceinline__ float quiet_nan<float>() {
+  return __int_as_float(0x7fffffff);
+}
 template <>
-__device__ __forceinline__ double quiet_nan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
+__device__ __forceinline__ double quiet_nan<double>() {
+  return __longlong_as_double(0x7ff8000000000000LL);
+}
 
 }  // namespace
 }  // namespace gpu

@@ -1,5 +1,6 @@
-// Device code of the EAD descriptor on CUDA (no torch: the host glue is ead_cuda.cu). See the
-// comment at the top of ead_cuda.cu for the launch plan, and below for the math.
+// Device code of the EAD descriptor on CUDA (no torch: the host glue is ead_cuda.cuh). See the
+// comment at the top of ead_cuda.cuh for the launch plan, and common/ead_pair.h for the per-pair
+// maths, which these kernels share with the CPU kernels (cpu/ead_cpu.cpp).
 #pragma once
 
 #include <climits>
@@ -8,6 +9,7 @@
 
 #include "common/ead_grid_device.h"
 #include "common/ead_math.h"
+#include "common/ead_pair.h"
 #include "cuda/crystal_kernels.cuh"
 
 namespace srd {
@@ -40,7 +42,7 @@ size_t forward_smem_bytes(int E, int M) {
          sizeof(unsigned) * E * (kFwdTile + 1);
 }
 
-// The Gaussian of every term is computed as on the CPU: t = (r_hi - mu_hi) + (r_lo - mu_lo) with
+// The Gaussian of every term is computed as on the CPU (common/ead_pair.h): t = (r_hi - mu_hi) + (r_lo - mu_lo) with
 // (hi, lo) the split of the float64 r and mu into T (lo = 0 in float64), arg = eta t^2, the term kept
 // iff arg <= skip, w = Z_j f_c(r_hi) exp(-arg) in T; then accumulated in float64.
 // (__launch_bounds__ minBlocks = 1: without it ptxas for sm_90 caps the CPT = 1 and 4 variants at 64 /
@@ -94,8 +96,7 @@ __global__ void __launch_bounds__(kFwdMaxThreads, 1)
     const int k = cc - eq[q] * M;
     kq[q] = c < C ? k : INT_MAX;  // INT_MAX: never inside a window
     etaq[q] = static_cast<T>(grid.eta[eq[q]]);
-    mhq[q] = static_cast<T>(grid.mu[k]);
-    mlq[q] = static_cast<T>(grid.mu[k] - static_cast<double>(mhq[q]));
+    split_hi_lo(grid.mu[k], mhq[q], mlq[q]);
     a0[q] = ax[q] = ay[q] = az[q] = Acc(0);
   }
   __syncthreads();  // the image box
@@ -113,12 +114,12 @@ __global__ void __launch_bounds__(kFwdMaxThreads, 1)
     for (int p = tid; p < fill; p += BD) {
       const double r = s_r[p];
       if (r >= 0.0) {
-        const T hi = static_cast<T>(r);
+        T hi, lo, zf, zdf;
+        split_hi_lo(r, hi, lo);
         s_rhi[p] = hi;
-        s_rlo[p] = static_cast<T>(r - static_cast<double>(hi));
-        T fc, dfc;
-        cutoff_and_derivative(hi, trc, fc, dfc);
-        s_zf[p] = s_zf[p] * fc;
+        s_rlo[p] = lo;
+        weighted_cutoff(s_zf[p], hi, trc, zf, zdf);
+        s_zf[p] = zf;
         for (int e = 0; e < E; ++e) {
           int lo, hk;
           device_window(s_hw[e], s_mu, M, grid.uniform != 0, grid.mu0, grid.dmu, r, lo, hk);
@@ -137,10 +138,9 @@ __global__ void __launch_bounds__(kFwdMaxThreads, 1)
         const unsigned wv = s_win[eq[q] * (P + 1) + p];
         const int lo = static_cast<int>(wv & 0xffffu), hi = static_cast<int>(wv >> 16) - 1;
         if (kq[q] >= lo && kq[q] <= hi) {
-          const T t = (rhi - mhq[q]) + (rlo - mlq[q]);
-          const T arg = etaq[q] * t * t;
-          if (arg <= skip) {
-            const Acc w = static_cast<Acc>(zf * exp_fast(-arg));
+          const T arg = gaussian_exponent(etaq[q], gaussian_offset(rhi, rlo, mhq[q], mlq[q]));
+          if (term_kept(arg, skip)) {
+            const Acc w = static_cast<Acc>(pair_weight(exp_fast(-arg), zf));
             a0[q] += w;
             if constexpr (WithL1) {
               ax[q] += w * dx;
@@ -157,18 +157,18 @@ __global__ void __launch_bounds__(kFwdMaxThreads, 1)
   // Features and the saved rho (the CPU's expressions).
   T* f = features + i * F;
   T* rr = rho + i * n_rho * C;
-  const Acc inv_rc2 = 1.0 / (grid.cutoff * grid.cutoff);
-  const Acc a = grid.cumulative ? 1.0 : 0.0;
+  const Acc inv_rc2 = inverse_cutoff_squared(grid.cutoff);
+  const Acc a = cumulative_weight(grid.cumulative != 0);
 #pragma unroll
   for (int q = 0; q < CPT; ++q) {
     const int c = tid + q * BD;
     if (c >= C) continue;
     const Acc r0 = a0[q];
-    f[c] = static_cast<T>(r0 * r0);
+    f[c] = static_cast<T>(feature_l0(r0));
     rr[c] = static_cast<T>(r0);
     if constexpr (WithL1) {
       const Acc vx = ax[q], vy = ay[q], vz = az[q];
-      f[C + c] = static_cast<T>((a * r0 * r0 + vx * vx + vy * vy + vz * vz) * inv_rc2);
+      f[C + c] = static_cast<T>(feature_l1(r0, vx, vy, vz, a, inv_rc2));
       rr[C + c] = static_cast<T>(vx);
       rr[2 * C + c] = static_cast<T>(vy);
       rr[3 * C + c] = static_cast<T>(vz);
@@ -216,23 +216,22 @@ size_t backward_smem_bytes(int E, int M, int C) {
 template <typename T, bool WithL1>
 __global__ void __launch_bounds__(kBwdThreads)
     ead_backward_kernel(const __grid_constant__ DeviceGrid grid, const DeviceBatch batch,
-                        const int64_t* __restrict__ numbers, const T* __restrict__ grad_f,
-                        const T* __restrict__ rho, const int64_t* __restrict__ poff, Acc* __restrict__ partial,
-                        Acc* __restrict__ partial_cell) {
+                        const int64_t* __restrict__ numbers, const T* __restrict__ grad_f, const T* __restrict__ rho,
+                        const int64_t* __restrict__ poff, Acc* __restrict__ partial, Acc* __restrict__ partial_cell) {
   constexpr int P = kBwdThreads;
   unsigned char* smem = dynamic_smem();
   __shared__ CentreGeom g;
   __shared__ int s_scan[32];
   __shared__ Acc s_red[kBwdWarps][12];
   const int E = grid.n_eta, M = grid.n_mu, C = grid.n_channels;
-  Acc* s_s = reinterpret_cast<Acc*>(smem);                // [3][P] integer shift s (exact in float64)
-  Acc* s_gd = s_s + 3 * P;                                // [3][P] dL/dd
-  double* s_d = s_gd + 3 * P;                             // [3][P] d
-  double* s_r = s_d + 3 * P;                              // [P] |d|, or -1 for a hole
-  double* s_mu = s_r + P;                                 // [M]
-  T* s_mh = reinterpret_cast<T*>(s_mu + M);               // [M] (hi, lo) split of mu
-  T* s_ml = s_mh + M;                                     // [M]
-  T* s_a0 = s_ml + M;                                     // [C] active channels: A0, A_x, A_y, A_z
+  Acc* s_s = reinterpret_cast<Acc*>(smem);   // [3][P] integer shift s (exact in float64)
+  Acc* s_gd = s_s + 3 * P;                   // [3][P] dL/dd
+  double* s_d = s_gd + 3 * P;                // [3][P] d
+  double* s_r = s_d + 3 * P;                 // [P] |d|, or -1 for a hole
+  double* s_mu = s_r + P;                    // [M]
+  T* s_mh = reinterpret_cast<T*>(s_mu + M);  // [M] (hi, lo) split of mu
+  T* s_ml = s_mh + M;                        // [M]
+  T* s_a0 = s_ml + M;                        // [C] active channels: A0, A_x, A_y, A_z
   T* s_ax = s_a0 + C;
   T* s_ay = s_ax + C;
   T* s_az = s_ay + C;
@@ -247,15 +246,14 @@ __global__ void __launch_bounds__(kBwdThreads)
   const T skip = static_cast<T>(grid.skip);
   constexpr int n_rho = WithL1 ? 4 : 1;
   const int64_t F = (WithL1 ? 2 : 1) * static_cast<int64_t>(C);
-  const Acc inv_rc2 = 1.0 / (grid.cutoff * grid.cutoff);
-  const Acc a_cum = grid.cumulative ? 1.0 : 0.0;
+  const Acc inv_rc2 = inverse_cutoff_squared(grid.cutoff);
+  const Acc a_cum = cumulative_weight(grid.cumulative != 0);
 
   if (tid == 0) setup_centre(batch, i, grid.reach, g);
   for (int k = tid; k < M; k += P) {
     const double mu = grid.mu[k];
     s_mu[k] = mu;
-    s_mh[k] = static_cast<T>(mu);
-    s_ml[k] = static_cast<T>(mu - static_cast<double>(s_mh[k]));
+    split_hi_lo(mu, s_mh[k], s_ml[k]);
   }
   __syncthreads();
   const int b = batch.crystal[i];
@@ -292,11 +290,11 @@ __global__ void __launch_bounds__(kBwdThreads)
       const int q = m + pos;
       const double r0 = static_cast<double>(rr[c]);
       s_ak[q] = static_cast<short>(c % M);
-      s_a0[q] = static_cast<T>(2 * r0 * (g0 + a_cum * g1 * inv_rc2));
+      s_a0[q] = static_cast<T>(adjoint_rho0(r0, g0, g1, a_cum, inv_rc2));
       if constexpr (WithL1) {
-        s_ax[q] = static_cast<T>(2 * static_cast<double>(rr[C + c]) * g1 * inv_rc2);
-        s_ay[q] = static_cast<T>(2 * static_cast<double>(rr[2 * C + c]) * g1 * inv_rc2);
-        s_az[q] = static_cast<T>(2 * static_cast<double>(rr[3 * C + c]) * g1 * inv_rc2);
+        s_ax[q] = static_cast<T>(adjoint_rho_vec(static_cast<double>(rr[C + c]), g1, inv_rc2));
+        s_ay[q] = static_cast<T>(adjoint_rho_vec(static_cast<double>(rr[2 * C + c]), g1, inv_rc2));
+        s_az[q] = static_cast<T>(adjoint_rho_vec(static_cast<double>(rr[3 * C + c]), g1, inv_rc2));
       }
     }
     m += n_act;
@@ -327,11 +325,9 @@ __global__ void __launch_bounds__(kBwdThreads)
       Acc gd[3] = {0, 0, 0};
       const double r = s_r[p];
       if (r >= 0.0) {  // not a hole
-        const T rhi = static_cast<T>(r), rlo = static_cast<T>(r - static_cast<double>(rhi));
-        T fc, dfc;
-        cutoff_and_derivative(rhi, trc, fc, dfc);
-        const T zn = static_cast<T>(numbers[g.first + s_j[p]]);
-        const T zf = zn * fc, zdf = zn * dfc;
+        T rhi, rlo, zf, zdf;
+        split_hi_lo(r, rhi, rlo);
+        weighted_cutoff(static_cast<T>(numbers[g.first + s_j[p]]), rhi, trc, zf, zdf);
         const T dx = static_cast<T>(s_d[p]), dy = static_cast<T>(s_d[P + p]), dz = static_cast<T>(s_d[2 * P + p]);
         T sc = 0, vx = 0, vy = 0, vz = 0;
         for (int e = 0; e < E; ++e) {
@@ -343,28 +339,30 @@ __global__ void __launch_bounds__(kBwdThreads)
           int qb = mb, qe = me;
           while (qb < qe) {
             const int mid = (qb + qe) >> 1;
-            if (s_ak[mid] < lo) qb = mid + 1; else qe = mid;
+            if (s_ak[mid] < lo) qb = mid + 1;
+            else qe = mid;
           }
           int qa = qb;
           qe = me;
           while (qa < qe) {
             const int mid = (qa + qe) >> 1;
-            if (s_ak[mid] <= hi) qa = mid + 1; else qe = mid;
+            if (s_ak[mid] <= hi) qa = mid + 1;
+            else qe = mid;
           }
           qe = qa;
           const T eta = static_cast<T>(grid.eta[e]);
           const T two_eta = 2 * eta;
           for (int q = qb; q < qe; ++q) {
             const int k = s_ak[q];
-            const T t = (rhi - s_mh[k]) + (rlo - s_ml[k]);
-            const T arg = eta * t * t;
-            if (!(arg <= skip)) continue;
+            const T t = gaussian_offset(rhi, rlo, s_mh[k], s_ml[k]);
+            const T arg = gaussian_exponent(eta, t);
+            if (!term_kept(arg, skip)) continue;
             const T gg = exp_fast(-arg);
-            const T w = gg * zf;
-            const T dw = gg * (zdf - two_eta * t * zf);
+            const T w = pair_weight(gg, zf);
+            const T dw = pair_weight_derivative(gg, zf, zdf, two_eta, t);
             if constexpr (WithL1) {
               const T qx = s_ax[q], qy = s_ay[q], qz = s_az[q];
-              sc += (s_a0[q] + qx * dx + qy * dy + qz * dz) * dw;
+              sc += adjoint_along(s_a0[q], qx, qy, qz, dx, dy, dz) * dw;
               vx += w * qx;
               vy += w * qy;
               vz += w * qz;
@@ -374,9 +372,9 @@ __global__ void __launch_bounds__(kBwdThreads)
           }
         }
         const double inv_r = 1.0 / r;
-        gd[0] = static_cast<double>(sc) * dx * inv_r + vx;
-        gd[1] = static_cast<double>(sc) * dy * inv_r + vy;
-        gd[2] = static_cast<double>(sc) * dz * inv_r + vz;
+        gd[0] = pair_gradient(sc, dx, inv_r, vx);
+        gd[1] = pair_gradient(sc, dy, inv_r, vy);
+        gd[2] = pair_gradient(sc, dz, inv_r, vz);
         for (int k = 0; k < 3; ++k) tot[k] += gd[k];
         for (int a = 0; a < 3; ++a) {
           const Acc sa = s_s[a * P + p];

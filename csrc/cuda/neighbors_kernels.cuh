@@ -1,4 +1,4 @@
-// Device code of srd::nearest_pairs on CUDA (no torch: the host glue is neighbors_cuda.cu; the design
+// Device code of srd::nearest_pairs on CUDA (no torch: the host glue is neighbors_cuda.cuh; the design
 // is described there).
 #pragma once
 

@@ -50,7 +50,7 @@ def sample_crystals(
     """
     from collections import Counter
 
-    from ..diffusion import load_checkpoint, sample_representations
+    from .diffusion import load_checkpoint, sample_representations
 
     config = config or ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)
     device = resolve_device(device) if isinstance(device, str | None) else device

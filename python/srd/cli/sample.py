@@ -39,8 +39,6 @@ examples:
 """
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="srd-sample", description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="RUN/checkpoint.pt written by srd-train (or the RUN folder)")

@@ -84,6 +84,9 @@ class ReconItem:
     truth: Structure | None = None
     scored: bool = False
 
+    def __post_init__(self) -> None:
+        self.scored = self.scored or self.truth is not None  # a crystal with a truth is always scored
+
 
 def _dist():
     """(rank, world size) under torchrun, else (0, 1)."""
@@ -268,7 +271,7 @@ def _merge(
                     "id": it.id,
                     "status": "rejected" if it.target is None else "missing",
                     "reason": reason,
-                    "matched": 0 if (it.scored or it.truth is not None) else "",
+                    "matched": 0 if it.scored else "",
                 }
             )
             structures.append(None)
@@ -294,7 +297,7 @@ def _merge(
         },
     }
     # Every crystal of a ground-truth input counts: unreadable or rejected ones are misses.
-    with_truth = [r for r, it in zip(ordered, items) if it.scored or it.truth is not None]
+    with_truth = [r for r, it in zip(ordered, items) if it.scored]
     if with_truth:
         matched = [r for r in with_truth if str(r.get("matched")) == "1"]
         rms = [float(r["rms"]) for r in matched if r.get("rms")]
@@ -359,7 +362,7 @@ def _items_from_truth(path: Path, n_max: int | None, params, limit, show_progres
         except ValueError as err:
             items.append(ReconItem(rec.id, None, str(err), scored=True))
             continue
-        items.append(ReconItem(rec.id, None, None, s, scored=True))
+        items.append(ReconItem(rec.id, None, None, s))
         good.append(len(items) - 1)
     if not good:
         return items

@@ -1,6 +1,6 @@
 """EAD kernel timings (pytest-benchmark; run with `make bench`).
 
-For batches of 64 crystals of Perov-5, Carbon-24 and MP-20 (partial test split), float32:
+For batches of 64 crystals of Perov-5, Carbon-24 and MP-20 (the first rows of each test split), float32:
 forward and forward+backward (the reconstruction loss: L1 on max/min-pooled features) through the fused
 kernels, side by side with the same crystals through the dense-PyTorch image box + autograd
 (benchmarks/dense_box.py). benchmarks/report.py turns the saved JSON into ratios and pairs/s.
@@ -28,7 +28,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 FILES = {
     "perov_5": DATA / "perov_5/test.csv.gz",
     "carbon_24": DATA / "carbon_24/test.csv.gz",
-    "mp_20": DATA / "mp_20_partial/test.csv.gz",
+    "mp_20": DATA / "mp_20/test.csv.gz",
 }
 PARAMS = srd.EADParams()
 

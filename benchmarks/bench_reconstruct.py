@@ -2,7 +2,8 @@
 
 Times a short slice of Algorithm 2 (16 test crystals, 6 trials, 1 hop of 20 steps: every trial of every
 crystal batched in one descriptor call per step, exactly as srd-reconstruct runs) and reports the
-seconds per crystal scaled to the full budget (benchmarks/report.py). The MP-20 split is PARTIAL.
+seconds per crystal scaled to the full budget (benchmarks/report.py). The 16 crystals are the first rows of
+each test split (for MP-20 the same crystals in the complete split and the former partial one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 FILES = {
     "perov_5": DATA / "perov_5/test.csv.gz",
     "carbon_24": DATA / "carbon_24/test.csv.gz",
-    "mp_20": DATA / "mp_20_partial/test.csv.gz",
+    "mp_20": DATA / "mp_20/test.csv.gz",
 }
 PAPER = ReconstructConfig.preset("paper")  # 6 x 7 x 300 = 12,600 evaluations per crystal
 N_CRYSTALS, STEPS, PAPER_EVALS = 16, 20, PAPER.evaluations_per_crystal

@@ -1,4 +1,5 @@
-"""Shared fixtures: seeding, one torch thread, isolated caches, tiny training inputs, real crystals.
+"""Shared fixtures: seeding, one torch thread, isolated caches, tiny training inputs, real crystals, the
+op devices (``device``).
 
 Helpers that are not fixtures (paths, crystals, synthetic features, run_cli) are in tests/helpers.py;
 pyproject.toml puts tests/ on sys.path, so test modules ``from helpers import ...``.
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DATA, ROOT, TINY_TOML
+from helpers import DATA, DEVICES, ROOT, TINY_TOML, device_skip_reason
 
 # Feature caches of the tests never touch the user's ~/.cache.
 os.environ.setdefault("SRD_CACHE_DIR", str(ROOT / "build" / "test-cache"))
@@ -83,3 +84,13 @@ def perov_rows():
     df = pd.read_csv(DATA / "perov_5" / "test.csv.gz").head(60)
     keep = [i for i in range(len(df)) if composition_validity(parse_cif(df["cif"].iloc[i]))]
     return df.iloc[keep[:20]].reset_index(drop=True)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each device srd has kernels for (helpers.DEVICES): op tests that take it run unchanged on "cpu"
+    and on "cuda"; a device this machine or build lacks is skipped with the reason."""
+    reason = device_skip_reason(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    return request.param

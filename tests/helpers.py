@@ -30,12 +30,14 @@ DATA = ROOT / "data"
 
 @cache
 def real_crystals(dataset: str, n: int, split: str = "test"):
-    """The first n crystals of a data/ split as pymatgen Structures (as stored, not Niggli-reduced)."""
+    """The first n crystals of a data/ split as pymatgen Structures (as stored, not Niggli-reduced).
+
+    MP-20's train split is data/mp_20/train_PARTIAL.csv.gz (its first 2573 rows; see data/README.md)."""
     from srd.structures import read_structures
 
-    path = {"perov_5": DATA / "perov_5", "carbon_24": DATA / "carbon_24", "mp_20": DATA / "mp_20_partial"}[
-        dataset
-    ]
+    path = {"perov_5": DATA / "perov_5", "carbon_24": DATA / "carbon_24", "mp_20": DATA / "mp_20"}[dataset]
+    if dataset == "mp_20" and split == "train":
+        split = "train_PARTIAL"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tuple(r.structure for r in read_structures(path / f"{split}.csv.gz", limit=n))
@@ -155,3 +157,26 @@ def run_cli(
         env=env,
         cwd=ROOT,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices
+# ------------------------------------------------------------------------------------------------
+#: The devices the op tests run on (the ``device`` fixture of conftest.py parametrises over them).
+DEVICES = ("cpu", "cuda")
+
+
+def device_skip_reason(device: str) -> str | None:
+    """Why the op tests cannot run on ``device`` here (None: they can). srd is imported only to ask
+    about CUDA, so that collecting the tests never needs it."""
+    if device == "cpu":
+        return None
+    if device != "cuda":
+        return f"srd has no kernels for {device}"
+    if not torch.cuda.is_available():
+        return "no CUDA device here (torch.cuda.is_available() is False)"
+    from srd.descriptor.ops import has_cuda_kernels
+
+    if not has_cuda_kernels():
+        return "this build of srd has no CUDA kernels (compiled CPU-only; rebuild with SRD_WITH_CUDA=ON)"
+    return None

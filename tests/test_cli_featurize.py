@@ -14,7 +14,7 @@ from srd.structures import read_structures
 
 
 def _small_csv(tmp_path, n=6):
-    df = pd.read_csv(DATA / "mp_20_partial" / "test.csv.gz", nrows=n)
+    df = pd.read_csv(DATA / "mp_20" / "test.csv.gz", nrows=n)
     bad = df.iloc[:3].copy()
     bad.loc[bad.index[0], "cif"] = "data_broken\n_cell_length_a 4\n loop_ nonsense"
     bad.loc[bad.index[0], "material_id"] = "broken-1"
@@ -86,7 +86,7 @@ def test_featurize_stats_reuse_and_cache(tmp_path, capsys, monkeypatch):
 def test_featurize_infers_n_max_from_the_input(tmp_path):
     cifs = tmp_path / "cifs"
     cifs.mkdir()
-    df = pd.read_csv(DATA / "mp_20_partial" / "test.csv.gz", nrows=6)
+    df = pd.read_csv(DATA / "mp_20" / "test.csv.gz", nrows=6)
     for k, c in enumerate(df.cif):
         (cifs / f"{k}.cif").write_text(c)
     # Neither --n-max nor --dataset (nor a dataset name in the path): the largest crystal of the input.

@@ -1,4 +1,5 @@
-"""Gradients of the EAD op: gradcheck (positions and cell), sparse upstream gradients, opcheck."""
+"""Gradients of the EAD op: gradcheck (positions and cell), sparse upstream gradients, opcheck; on every
+device (the ``device`` fixture: CPU, and CUDA where there is a GPU and srd has its kernels)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,17 @@ SMALL = srd.EADParams(
 )
 
 
-def _random_crystal(n=3, seed=0):
+def _random_crystal(n=3, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     cell = torch.tensor([[3.0, 0.2, 0.1], [0.5, 3.5, 0.3], [0.2, -0.4, 4.0]], dtype=torch.float64)
     pos = torch.rand(n, 3, generator=g, dtype=torch.float64) @ cell
     num = torch.tensor([8, 22, 1, 6, 7][:n])
-    return pos, num, cell
+    return pos.to(device), num.to(device), cell.to(device)
 
 
 @pytest.mark.parametrize("l1", ["cumulative", "separate"])
-def test_gradcheck_positions_and_cell(l1):
-    pos, num, cell = _random_crystal()
+def test_gradcheck_positions_and_cell(l1, device):
+    pos, num, cell = _random_crystal(device=device)
     params = srd.EADParams(SMALL.etas, SMALL.mus, SMALL.cutoff, 1, l1, math.inf)
     pos.requires_grad_()
     cell.requires_grad_()
@@ -37,9 +38,9 @@ def test_gradcheck_positions_and_cell(l1):
     )
 
 
-def test_gradcheck_default_grid_skipping():
+def test_gradcheck_default_grid_skipping(device):
     """The default grid and skip rule (recurrence path) still has exact gradients of what it computes."""
-    pos, num, cell = _random_crystal(2, seed=3)
+    pos, num, cell = _random_crystal(2, seed=3, device=device)
     pos.requires_grad_()
     cell.requires_grad_()
 
@@ -49,39 +50,41 @@ def test_gradcheck_default_grid_skipping():
     assert torch.autograd.gradcheck(f, (pos, cell), eps=1e-6, atol=1e-4, rtol=1e-5)
 
 
-def _perturbed_batch(dataset, n, dtype=torch.float64):
+def _perturbed_batch(dataset, n, dtype=torch.float64, device="cpu"):
     """Real crystals with atoms displaced by ~0.05 A: symmetric atoms would otherwise tie for the
     max/min of a feature, and which of them gets the gradient would be decided by rounding."""
-    b = Batch.from_structures(real_crystals(dataset, n), dtype=dtype)
+    b = Batch.from_structures(real_crystals(dataset, n), dtype=dtype, device=device)
     g = torch.Generator().manual_seed(5)
     b.positions = b.positions + 0.05 * torch.randn(b.positions.shape, generator=g, dtype=torch.float64).to(
-        dtype
+        device, dtype
     )
     return b
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "mp_20"])
-def test_gradients_match_reference_random_and_pooled(dataset):
-    b = _perturbed_batch(dataset, 2)
+def test_gradients_match_reference_random_and_pooled(dataset, device):
+    b = _perturbed_batch(dataset, 2, device=device)
+    # The reference on the CPU: backend="torch" builds its image shifts there (reference.image_shifts).
+    runs = (("native", device), ("torch", "cpu"))
     for upstream in ("random", "pooled"):
         grads = []
-        for backend in ("native", "torch"):
-            pos = b.positions.clone().requires_grad_()
-            cells = b.cells.clone().requires_grad_()
-            f = srd.ead_batch(pos, b.numbers, cells, b.ptr, backend=backend)
+        for backend, dev in runs:
+            pos = b.positions.to(dev).clone().requires_grad_()
+            cells = b.cells.to(dev).clone().requires_grad_()
+            ptr = b.ptr.to(dev)
+            f = srd.ead_batch(pos, b.numbers.to(dev), cells, ptr, backend=backend)
             if upstream == "random":
-                loss = (
-                    f * torch.randn(f.shape, generator=torch.Generator().manual_seed(1), dtype=f.dtype)
-                ).sum()
+                up = torch.randn(f.shape, generator=torch.Generator().manual_seed(1), dtype=f.dtype)
+                loss = (f * up.to(dev)).sum()
             else:  # what reconstruction does: max/min pooling leaves most channels without gradient
-                loss = pooled_ead(f, b.ptr).sum()
-            grads.append(torch.autograd.grad(loss, (pos, cells)))
+                loss = pooled_ead(f, ptr).sum()
+            grads.append([g.cpu() for g in torch.autograd.grad(loss, (pos, cells))])
         for got, ref in zip(*grads):
             torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-10 * float(ref.abs().max()))
 
 
-def test_float32_gradients_close_to_float64():
-    b = _perturbed_batch("mp_20", 2)
+def test_float32_gradients_close_to_float64(device):
+    b = _perturbed_batch("mp_20", 2, device=device)
     out = []
     for dtype in (torch.float32, torch.float64):
         pos = b.positions.to(dtype).requires_grad_()
@@ -92,9 +95,9 @@ def test_float32_gradients_close_to_float64():
     assert float((out[0] - out[1]).abs().max()) <= 1e-3 * scale
 
 
-def test_opcheck():
-    pos, num, cell = _random_crystal(3)
-    ptr = torch.tensor([0, 3])
+def test_opcheck(device):
+    pos, num, cell = _random_crystal(3, device=device)
+    ptr = torch.tensor([0, 3], device=device)
     args = (
         pos.requires_grad_(),
         num,
@@ -130,8 +133,8 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.srd.nearest_pairs.default, (pos.detach(), cell[None], ptr))
 
 
-def test_deterministic_and_thread_independent():
-    b = Batch.from_structures(real_crystals("mp_20", 4), dtype=torch.float32)
+def test_deterministic_and_thread_independent(device):
+    b = Batch.from_structures(real_crystals("mp_20", 4), dtype=torch.float32, device=device)
     results = []
     old = torch.get_num_threads()
     try:

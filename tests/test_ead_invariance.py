@@ -1,4 +1,5 @@
-"""Invariances of the per-atom EAD: translation, rotation, permutation, supercell."""
+"""Invariances of the per-atom EAD: translation, rotation, permutation, supercell; on every device (the
+``device`` fixture: CPU, and CUDA where there is a GPU and srd has its kernels)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import srd
 from helpers import real_crystals
 
 
-def _t(s):
-    return torch.tensor(s.cart_coords), torch.tensor(s.atomic_numbers), torch.tensor(s.lattice.matrix)
+def _t(s, device="cpu"):
+    return (
+        torch.tensor(s.cart_coords, device=device),
+        torch.tensor(s.atomic_numbers, device=device),
+        torch.tensor(s.lattice.matrix, device=device),
+    )
 
 
 def _close(a, b):
@@ -25,39 +30,39 @@ def _rotation(seed=0):
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "carbon_24", "mp_20"])
-def test_translation_and_wrapping(dataset):
+def test_translation_and_wrapping(dataset, device):
     s = real_crystals(dataset, 1)[0]
-    pos, num, cell = _t(s)
+    pos, num, cell = _t(s, device)
     ref = srd.ead(pos, num, cell)
-    _close(srd.ead(pos + torch.tensor([0.37, -1.2, 5.9], dtype=pos.dtype), num, cell), ref)
+    _close(srd.ead(pos + torch.tensor([0.37, -1.2, 5.9], dtype=pos.dtype, device=device), num, cell), ref)
     # Atoms moved by whole lattice vectors (unwrapped input) describe the same crystal.
-    shift = torch.randint(-3, 4, (len(s), 3)).double() @ cell
+    shift = torch.randint(-3, 4, (len(s), 3)).double().to(device) @ cell
     _close(srd.ead(pos + shift, num, cell), ref)
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "carbon_24", "mp_20"])
-def test_rotation(dataset):
+def test_rotation(dataset, device):
     s = real_crystals(dataset, 1)[0]
-    pos, num, cell = _t(s)
-    rot = _rotation()
+    pos, num, cell = _t(s, device)
+    rot = _rotation().to(device)
     _close(srd.ead(pos @ rot.T, num, cell @ rot.T), srd.ead(pos, num, cell))
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "mp_20"])
-def test_permutation(dataset):
+def test_permutation(dataset, device):
     s = real_crystals(dataset, 1)[0]
-    pos, num, cell = _t(s)
-    perm = torch.randperm(len(s))
+    pos, num, cell = _t(s, device)
+    perm = torch.randperm(len(s)).to(device)
     _close(srd.ead(pos[perm], num[perm], cell), srd.ead(pos, num, cell)[perm])
 
 
-def test_supercell_and_lattice_basis():
+def test_supercell_and_lattice_basis(device):
     s = real_crystals("mp_20", 1)[0]
-    pos, num, cell = _t(s)
+    pos, num, cell = _t(s, device)
     ref = srd.ead(pos, num, cell)
     sc = s.copy()
     sc.make_supercell([2, 1, 2])
-    spos, snum, scell = _t(sc)
+    spos, snum, scell = _t(sc, device)
     got = srd.ead(spos, snum, scell)
     # Each supercell atom has the features of the original atom it copies.
     orig = [
@@ -72,5 +77,5 @@ def test_supercell_and_lattice_basis():
     ]
     _close(got, ref[orig])
     # A different (unimodular) basis of the same lattice gives the same crystal.
-    m = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 2, 1]], dtype=torch.float64)
+    m = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 2, 1]], dtype=torch.float64, device=device)
     _close(srd.ead(pos, num, m @ cell), ref)

@@ -32,7 +32,7 @@ from srd.structures import read_structures
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PEROV_TEST = DATA / "perov_5" / "test.csv.gz"
-MP20_TEST = DATA / "mp_20_partial" / "test.csv.gz"
+MP20_TEST = DATA / "mp_20" / "test.csv.gz"
 
 
 def _nacl() -> Structure:

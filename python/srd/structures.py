@@ -28,6 +28,7 @@ __all__ = [
     "parse_cif",
     "canonicalize",
     "read_structures",
+    "count_structures",
     "read_csv_table",
     "write_cif",
     "cif_file_names",
@@ -204,11 +205,22 @@ def read_csv_table(path: str | os.PathLike):
     return df
 
 
-def _csv_records(path: Path, limit: int | None, id_column: str) -> Iterator[Record]:
+def _positions(n: int, limit: int | None, rows: Sequence[int] | None) -> Sequence[int]:
+    """The positions to read out of n crystals: the first ``limit``, the given ``rows``, or all."""
+    if rows is None:
+        return range(n if limit is None else min(limit, n))
+    bad = [r for r in rows if not 0 <= r < n]
+    if bad:
+        raise ValueError(f"row(s) {bad[:5]} out of range: the input holds {n} crystals (rows 0 to {n - 1})")
+    return rows
+
+
+def _csv_records(
+    path: Path, limit: int | None, id_column: str, rows: Sequence[int] | None = None
+) -> Iterator[Record]:
     df = read_csv_table(path)
     ids = df[id_column].astype(str).tolist() if id_column in df.columns else [str(i) for i in range(len(df))]
-    n = len(df) if limit is None else min(limit, len(df))
-    for row in range(n):
+    for row in _positions(len(df), limit, rows):
         rid = ids[row]
         where = (
             f"{path.name} row {row} ({id_column}={rid})"
@@ -222,11 +234,11 @@ def _csv_records(path: Path, limit: int | None, id_column: str) -> Iterator[Reco
             yield Record(rid, None, str(err))
 
 
-def _cif_folder_records(path: Path, limit: int | None) -> Iterator[Record]:
+def _cif_folder_records(path: Path, limit: int | None, rows: Sequence[int] | None = None) -> Iterator[Record]:
     files = sorted(path.glob("*.cif"))
     if not files:
         raise ValueError(f"{path}: the folder contains no .cif files")
-    for f in files[:limit]:
+    for f in (files[k] for k in _positions(len(files), limit, rows)):
         try:
             if f.stat().st_size > MAX_CIF_BYTES:
                 raise StructureReadError(
@@ -295,15 +307,20 @@ def _extxyz_frames(path: Path, limit: int | None) -> Iterator[tuple[int, int, st
             k += 1
 
 
-def _extxyz_records(path: Path, limit: int | None) -> Iterator[Record]:
-    """One Record per extxyz frame; a bad frame (truncated, singular cell, unparsable) is recorded and
-    the other frames go on."""
+def _extxyz_records(path: Path, limit: int | None, rows: Sequence[int] | None = None) -> Iterator[Record]:
+    """One Record per extxyz frame (only the frames numbered in ``rows`` when given, the others are not
+    parsed); a bad frame (truncated, singular cell, unparsable) is recorded and the other frames go on."""
     import io
 
     from ase.io import read as ase_read
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    wanted = None if rows is None else set(rows)
+    if wanted is not None:
+        _positions(count_structures(path), None, sorted(wanted))  # out-of-range rows are an error
     for k, line, text, error in _extxyz_frames(path, limit):
+        if wanted is not None and k not in wanted:
+            continue
         where = f"{path.name} frame {k} (line {line})"
         if error is not None:
             yield Record(str(k), None, f"{where}: {error}")
@@ -335,8 +352,10 @@ def _extxyz_records(path: Path, limit: int | None) -> Iterator[Record]:
             yield Record(rid, None, f"{where}: cannot build a structure ({type(err).__name__}: {err})")
 
 
-def _pt_records(path: Path, limit: int | None) -> Iterator[Record]:
-    for k, s in enumerate(load_cdvae_pt(path)[:limit]):
+def _pt_records(path: Path, limit: int | None, rows: Sequence[int] | None = None) -> Iterator[Record]:
+    crystals = load_cdvae_pt(path)
+    for k in _positions(len(crystals), limit, rows):
+        s = crystals[k]
         if isinstance(s, Structure):
             yield Record(str(k), s)
         else:
@@ -344,36 +363,77 @@ def _pt_records(path: Path, limit: int | None) -> Iterator[Record]:
 
 
 def read_structures(
-    path: str | os.PathLike, *, limit: int | None = None, id_column: str = "material_id"
+    path: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    rows: Sequence[int] | None = None,
+    id_column: str = "material_id",
 ) -> Iterator[Record]:
     """Yield a :class:`Record` for every crystal in ``path``.
 
     ``path`` may be a CSV(.gz) with a ``cif`` column (ids from ``id_column`` when present, else the row
     number), a folder of ``*.cif`` files (ids = file stems), a single ``.cif``, an extxyz file, or a
     CDVAE-format ``.pt`` (eval_gen.pt / eval_recon.pt; ids = index).
+
+    ``limit`` reads only the first crystals; ``rows`` (increasing 0-based positions in the input, as
+    counted by :func:`count_structures`; mutually exclusive with ``limit``) reads only those crystals and
+    does not parse the others. Ids and error locations stay those of the whole input.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
+    if limit is not None and rows is not None:
+        raise ValueError("read_structures: give limit or rows, not both")
+    rows = None if rows is None else [int(r) for r in rows]
     name = path.name.lower()
     if path.is_dir():
-        yield from _cif_folder_records(path, limit)
+        yield from _cif_folder_records(path, limit, rows)
     elif name.endswith((".csv", ".csv.gz")):
-        yield from _csv_records(path, limit, id_column)
+        yield from _csv_records(path, limit, id_column, rows)
     elif name.endswith(".cif"):
+        if rows is not None:
+            _positions(1, None, rows)
+            if not rows:
+                return
         try:
             yield Record(path.stem, parse_cif(path.read_text(errors="replace"), where=path.name))
         except StructureReadError as err:
             yield Record(path.stem, None, str(err))
     elif name.endswith((".extxyz", ".xyz")):
-        yield from _extxyz_records(path, limit)
+        yield from _extxyz_records(path, limit, rows)
     elif name.endswith(".pt"):
-        yield from _pt_records(path, limit)
+        yield from _pt_records(path, limit, rows)
     else:
         raise ValueError(
             f"{path}: unknown input kind; expected a CSV(.gz) with a 'cif' column, a folder of .cif files, "
             "a .cif, an .extxyz or a CDVAE-format .pt"
         )
+
+
+def count_structures(path: str | os.PathLike) -> int:
+    """How many Records :func:`read_structures` yields for ``path`` (without parsing any crystal, except for
+    a CDVAE-format .pt): CSV data rows, .cif files of a folder, extxyz frames."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    name = path.name.lower()
+    if path.is_dir():
+        n = len(list(path.glob("*.cif")))
+        if not n:
+            raise ValueError(f"{path}: the folder contains no .cif files")
+        return n
+    if name.endswith((".csv", ".csv.gz")):
+        return len(read_csv_table(path))
+    if name.endswith(".cif"):
+        return 1
+    if name.endswith((".extxyz", ".xyz")):
+        return sum(1 for _ in _extxyz_frames(path, None))
+    if name.endswith(".pt"):
+        return len(load_cdvae_pt(path))
+    raise ValueError(
+        f"{path}: unknown input kind; expected a CSV(.gz) with a 'cif' column, a folder of .cif files, "
+        "a .cif, an .extxyz or a CDVAE-format .pt"
+    )
 
 
 def read_raw_items(

@@ -31,7 +31,7 @@ from helpers import adversarial_cells  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "crystals.pt"
-DATASETS = {"mp_20": "mp_20_partial", "carbon_24": "carbon_24", "perov_5": "perov_5"}
+DATASETS = {"mp_20": "mp_20", "carbon_24": "carbon_24", "perov_5": "perov_5"}
 PER_DATASET = 64
 
 

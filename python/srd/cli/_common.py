@@ -51,6 +51,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -271,6 +281,29 @@ def add_reconstruction_args(
         default=sup,
         help=f"{h}weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
         "a larger weight keeps generated crystals from overlapping atoms" + default("dmin_weight"),
+    )
+    g.add_argument(
+        "--symmetric-trials",
+        type=int,
+        default=sup,
+        help=f"{h}how many of the trials (the last ones) start on the Wyckoff sites of a random space group "
+        "that fits the decoded lattice and descend, and hop, inside that group (0 = uniform random starts, "
+        "the paper's)" + default("symmetric_trials"),
+    )
+    g.add_argument(
+        "--symmetric-hop-size",
+        type=float,
+        default=sup,
+        help=f"{h}hop size of the symmetric trials (Angstrom; the displacement is projected onto the "
+        "group)" + default("symmetric_hop_size"),
+    )
+    g.add_argument(
+        "--symmetrize-tol",
+        type=float,
+        default=sup,
+        help=f"{h}snap each crystal's best structure onto the space group spglib finds within this "
+        "tolerance (Angstrom), polish it there and keep it only when its loss is not higher (0 = off)"
+        + default("symmetrize_tol"),
     )
 
 

@@ -1,6 +1,6 @@
 """srd-evaluate: score generated or reconstructed crystals with the community protocol (CDVAE's metrics).
 
-srd-evaluate gen INPUT --reference data/mp_20_partial/test.csv.gz [-o OUT] [--n-samples 1000]
+srd-evaluate gen INPUT --reference data/mp_20/test.csv.gz [-o OUT] [--n-samples 1000]
 srd-evaluate recon RECON_OUT --reference data/perov_5/test.csv.gz
 """
 

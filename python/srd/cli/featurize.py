@@ -23,8 +23,8 @@ run). Results are cached by a hash of the input bytes and the descriptor paramet
 ($SRD_CACHE_DIR/features, default ~/.cache/srd/features), so srd-train and srd-reconstruct reuse them.
 
 examples:
-  srd-featurize data/perov_5/val.csv.gz -o perov_val.pt                  # fits the scaling statistics
-  srd-featurize data/perov_5/test.csv.gz -o perov_test.pt --stats perov_val.pt
+  srd-featurize data/perov_5/train.csv.gz -o perov_train.pt              # fits the scaling statistics
+  srd-featurize data/perov_5/test.csv.gz -o perov_test.pt --stats perov_train.pt
   srd-featurize my_cifs/ -o mine.pt --n-max 20
 """
 

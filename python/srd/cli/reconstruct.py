@@ -15,6 +15,7 @@ from ._common import (
     add_quiet_arg,
     add_reconstruction_args,
     check_output_dir,
+    non_negative_int,
     positive_int,
     reconstruct_config,
     resolve_device,
@@ -37,15 +38,23 @@ INPUT is either
   * a representations file written by srd-sample or srd-featurize (.pt): vectors are decoded (those that
     do not decode are recorded with the reason) and reconstructed.
 
-OUT gets cifs/<id>.cif, results.csv, eval_recon.pt (CDVAE format) and summary.json. Rerunning with the
-same OUT resumes: finished crystals are skipped. Scale out with
+Which crystals: all of INPUT, the first ones (--limit N), or a seeded uniform random sample of N of
+them (--sample N, drawn with --sample-seed S: numpy.random.default_rng(S).choice over the row indices,
+without replacement, reconstructed in file order). The first rows of a split are not a fair sample (e.g.
+MP-20's first rows are small, simple cells): report --sample numbers for subsets.
+
+OUT gets cifs/<id>.cif, results.csv, eval_recon.pt (CDVAE format) and summary.json; with --sample also
+sample.json (N, S, the input's size, the sampled row indices and ids; summary.json repeats it). Rerunning
+with the same OUT resumes: finished crystals are skipped; a rerun with another configuration, --limit or
+sample (N, S) is refused. Scale out with
   torchrun --nproc-per-node K -m srd.cli.reconstruct INPUT -o OUT ...
 (each rank takes every K-th crystal; rank 0 merges the results).
 
 examples:
   srd-reconstruct data/perov_5/test.csv.gz -o out --limit 20
   srd-reconstruct data/perov_5/test.csv.gz -o out_fast --limit 100 --budget fast
-  srd-reconstruct data/mp_20_partial/test.csv.gz -o out_mp --limit 100 --trials 2 --hops 3 --steps 200
+  srd-reconstruct data/mp_20/test.csv.gz -o out_mp --sample 50 --sample-seed 0 --budget fast
+  srd-reconstruct data/mp_20/test.csv.gz -o out_mp2 --limit 100 --trials 2 --hops 3 --steps 200
 """
 
 
@@ -77,14 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="run seed; each crystal's generator is seeded by (seed, id), so results do not depend "
-        "on batching or sharding",
+        help="run seed (of the search); each crystal's generator is seeded by (seed, id), so results do "
+        "not depend on batching or sharding; the sample of --sample has its own seed, --sample-seed",
     )
     p.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: the local GPU)"
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--limit", type=positive_int, default=None, help="only the first LIMIT crystals of the input"
+    )
+    which.add_argument(
+        "--sample",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="a seeded uniform random sample of N crystals of the input (without replacement, in file "
+        "order; not with --limit); the row indices and ids are saved in OUT/sample.json",
+    )
+    p.add_argument(
+        "--sample-seed",
+        type=non_negative_int,
+        default=argparse.SUPPRESS,  # absent unless given: --sample-seed without --sample is an error
+        metavar="S",
+        help="seed of the --sample draw (numpy.random.default_rng(S)); independent of the search's "
+        "--seed (default: 0)",
     )
     p.add_argument(
         "--batch-size",
@@ -98,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sample_seed = getattr(args, "sample_seed", None)
+    if sample_seed is not None and args.sample is None:
+        parser.error("--sample-seed needs --sample N (it seeds the random sample of the input)")
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"no such input: {path}")
@@ -117,13 +147,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset=args.dataset,
         composition=args.composition,
         limit=args.limit,
+        sample=args.sample,
+        sample_seed=0 if sample_seed is None else sample_seed,
         batch_size=args.batch_size,
         device=device,
         show_progress=not args.quiet,
     )
     if summary:
         print("srd-reconstruct: " + summary_line(summary))
-        print(f"  wrote {args.output}/cifs, results.csv, eval_recon.pt, summary.json")
+        if "sample" in summary:
+            smp = summary["sample"]
+            print(
+                f"  seeded sample of {smp['n']} of {smp['population']} crystals (sample seed {smp['seed']}); "
+                f"rows and ids in {args.output}/sample.json"
+            )
+        wrote = "cifs, results.csv, eval_recon.pt, summary.json" + (
+            ", sample.json" if "sample" in summary else ""
+        )
+        print(f"  wrote {args.output}/{wrote}")
     return 0
 
 

@@ -32,8 +32,10 @@ schedule, Adam lr 1e-4, batch 64, 2000 epochs), overridden by --config (a packag
 below, or a FILE.toml), overridden by the flags below. The resolved config is printed at start and saved with the run.
 
 TRAIN is a CDVAE-format CSV(.gz) (featurised and cached; the scaling statistics are fitted on it) or an
-srd features file (.pt from srd-featurize). Perov-5 and Carbon-24 ship without their train split:
-their val split is the default training split of this repository.
+srd features file (.pt from srd-featurize). Training splits shipped in data/ (data/README.md): Perov-5
+data/perov_5/train.csv.gz (complete); MP-20 has only the first 2573 train rows
+(data/mp_20/train_PARTIAL.csv.gz): train on train_PARTIAL + val (one file; data/README.md has the
+command) and say so; Carbon-24 has no train split: train on data/carbon_24/val.csv.gz and say so.
 
 Multi-process (DistributedDataParallel; gloo on CPU, nccl on GPU; --batch-size is the global batch):
     torchrun --nproc-per-node 2 -m srd.cli.train --data TRAIN --out RUN ...
@@ -51,10 +53,11 @@ packaged configs (--config NAME; the files are in srd/configs/, a copy is a star
 {configs}
 
 examples:
-  srd-train --data data/perov_5/val.csv.gz --out runs/perov_5 --config perov_5
-  srd-train --data data/perov_5/val.csv.gz --out runs/small --config small
-  srd-train --data data/perov_5/val.csv.gz --out runs/small --config small --resume
-  srd-train --data data/perov_5/val.csv.gz --out runs/mine --config my_config.toml
+  srd-train --data data/perov_5/train.csv.gz --out runs/perov_5 --config perov_5
+  srd-train --data data/perov_5/train.csv.gz --out runs/small --config small
+  srd-train --data data/perov_5/train.csv.gz --out runs/small --config small --resume
+  srd-train --data data/carbon_24/val.csv.gz --out runs/carbon_24 --config carbon_24   # no C-24 train split
+  srd-train --data data/perov_5/train.csv.gz --out runs/mine --config my_config.toml
 """
 
 

@@ -1,8 +1,16 @@
 """Typed wrappers around the ``torch.ops.srd`` kernels: the EAD descriptor and the nearest-pair search.
 
 Units: positions and cells in Angstrom (Cartesian; cell rows are the lattice vectors a, b, c), atomic
-numbers as integers. Every function validates its input and raises ``ValueError`` naming the argument,
-the offending row and what was expected.
+numbers as integers. Bad input raises ``ValueError`` naming the argument, the offending row and what was
+expected. Each check has one home:
+
+* shapes, dtypes and devices of the tensors: the op itself (``check_structure_args`` in
+  csrc/common/ead_grid.h, the same on every device and for every caller, direct ``torch.ops.srd`` calls
+  included), raised as ``ValueError`` by ``TORCH_CHECK_VALUE``; the Python wrappers do not repeat them;
+* what the op cannot say because the call never reaches it (an argument that is not a tensor, a device
+  this build of srd has no kernels for): :func:`_check_tensors` and :func:`_check_kernels`, on every call;
+* the values (finite positions and cells, non-singular cells, no empty crystal, ptr from 0 to N, atomic
+  numbers in 1..118, the image-search bound): :func:`validate_batch`, behind ``check=``.
 """
 
 from __future__ import annotations
@@ -31,10 +39,57 @@ def has_cuda_kernels() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# Input validation (one place, every device and backend)
+# Input checks (see the module docstring for which check lives where)
 # ------------------------------------------------------------------------------------------------
+def _check_tensors(op: str, **named) -> None:
+    """Every argument is a tensor (the dispatcher would raise a RuntimeError without the row)."""
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _check_kernels(op: str, *tensors: torch.Tensor) -> None:
+    """This build of srd has kernels for the tensors' devices (the dispatcher picks the CUDA kernel as
+    soon as one tensor is on CUDA; whether the devices agree is the op's own check)."""
+    types = {t.device.type for t in tensors}
+    if "cuda" in types and not has_cuda_kernels():
+        raise ValueError(
+            f"{op}: got CUDA tensors but this build of srd has no CUDA kernels "
+            "(it was compiled CPU-only; rebuild with a CUDA torch and nvcc, SRD_WITH_CUDA=ON)"
+        )
+    other = sorted(types - {"cpu", "cuda", "meta"})
+    if other:
+        raise ValueError(f"{op}: unsupported device {other[0]} (srd has CPU and CUDA kernels)")
+
+
+def _as_int64(numbers: torch.Tensor) -> torch.Tensor:
+    """Atomic numbers of any integer dtype as the int64 the op takes (other dtypes go to the op as they
+    are, and it refuses them)."""
+    dt = numbers.dtype
+    if dt == torch.int64 or dt.is_floating_point or dt.is_complex or dt == torch.bool:
+        return numbers
+    return numbers.to(torch.int64)
+
+
 def _first_bad_row(mask: torch.Tensor) -> int:
     return int(torch.nonzero(mask.reshape(mask.shape[0], -1).any(dim=1))[0, 0])
+
+
+def _values_checkable(positions, numbers, cells, ptr) -> bool:
+    """Precondition of the value checks: the layout they index (positions [N, 3], numbers [N], cells
+    [B, 3, 3], ptr [B + 1] int64). Never stricter than the op's own argument check (every input the op
+    accepts passes), so input that fails it is refused by the op, with the op's message: the value checks
+    are skipped rather than reporting a layout problem a second time."""
+    n = positions.shape[0] if positions.dim() == 2 else -1
+    return (
+        positions.dim() == 2
+        and positions.shape[1] == 3
+        and cells.dim() == 3
+        and tuple(cells.shape[1:]) == (3, 3)
+        and tuple(ptr.shape) == (cells.shape[0] + 1,)
+        and ptr.dtype == torch.int64
+        and (numbers is None or tuple(numbers.shape) == (n,))
+    )
 
 
 def validate_batch(
@@ -47,7 +102,13 @@ def validate_batch(
     radius: float | torch.Tensor | None = None,
     single: bool = False,
 ) -> None:
-    """Check shapes, dtypes, devices and values of a ragged batch; raise ValueError naming the problem.
+    """Check the values of a ragged batch; raise ValueError naming the argument, the row and what was
+    expected.
+
+    Finite positions and cells, non-singular cells, at least one atom per crystal, ptr from 0 to N,
+    atomic numbers in 1..118 (``numbers`` None: not checked). The layout (shapes, dtypes, devices) is the
+    op's to check: a batch whose layout the value checks cannot index is left to the op (see
+    :func:`_values_checkable`), and meta tensors (no values) pass.
 
     ``radius`` (Angstrom, the descriptor's reach): also refuse crystals whose periodic-image search within
     it would be unreasonable (:data:`MAX_NEIGHBOURS_PER_ATOM`, the kernels' bound, checked on every device).
@@ -57,46 +118,15 @@ def validate_batch(
     def cell(b: int) -> str:
         return "cell" if single else f"cells[{b}]"
 
-    for name, t in (("positions", positions), ("cells", cells), ("ptr", ptr)) + (
-        (("numbers", numbers),) if numbers is not None else ()
-    ):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if positions.dim() != 2 or positions.shape[1] != 3:
-        raise ValueError(f"{op}: positions must have shape [N, 3], got {list(positions.shape)}")
-    if positions.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{op}: positions must be float32 or float64, got {positions.dtype}")
-    if cells.dim() != 3 or cells.shape[1:] != (3, 3):
-        raise ValueError(f"{op}: cells must have shape [B, 3, 3], got {list(cells.shape)}")
-    if cells.dtype != positions.dtype:
-        raise ValueError(
-            f"{op}: cells must have the dtype of positions ({positions.dtype}), got {cells.dtype}"
-        )
-    if ptr.dim() != 1 or ptr.shape[0] != cells.shape[0] + 1:
-        raise ValueError(f"{op}: ptr must have shape [B + 1] = [{cells.shape[0] + 1}], got {list(ptr.shape)}")
-    if ptr.dtype != torch.int64:
-        raise ValueError(f"{op}: ptr must be int64, got {ptr.dtype}")
-    devices = {"positions": positions.device, "cells": cells.device, "ptr": ptr.device}
+    named = {"positions": positions, "cells": cells, "ptr": ptr}
     if numbers is not None:
-        devices["numbers"] = numbers.device
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{k} on {v}" for k, v in devices.items())
-        raise ValueError(f"{op}: all tensors must be on one device, got {listing}")
-    if positions.device.type == "cuda" and not has_cuda_kernels():
-        raise ValueError(
-            f"{op}: got CUDA tensors but this build of srd has no CUDA kernels "
-            "(it was compiled CPU-only; rebuild with a CUDA torch and nvcc, SRD_WITH_CUDA=ON)"
-        )
-    if positions.device.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"{op}: unsupported device {positions.device}")
-    n = positions.shape[0]
-    if numbers is not None:
-        if numbers.dim() != 1 or numbers.shape[0] != n:
-            raise ValueError(f"{op}: numbers must have shape [N] = [{n}], got {list(numbers.shape)}")
-        if numbers.dtype.is_floating_point or numbers.dtype.is_complex or numbers.dtype == torch.bool:
-            raise ValueError(f"{op}: numbers must be an integer tensor (atomic numbers), got {numbers.dtype}")
-    if positions.device.type == "meta":
+        named["numbers"] = numbers
+    _check_tensors(op, **named)
+    if not _values_checkable(positions, numbers, cells, ptr):
         return
+    if any(t.device.type == "meta" for t in named.values()):
+        return
+    n = positions.shape[0]
     if cells.shape[0] == 0 or n == 0:
         raise ValueError(f"{op}: the batch is empty (got {n} atoms in {cells.shape[0]} crystals)")
     if int(ptr[0]) != 0 or int(ptr[-1]) != n:
@@ -199,19 +229,22 @@ def ead_batch(
 
     Args:
         positions: [N, 3] float32/float64 Cartesian positions (Angstrom); differentiable.
-        numbers: [N] integer atomic numbers (1..118).
+        numbers: [N] integer atomic numbers (1..118); any integer dtype (passed to the op as int64).
         cells: [B, 3, 3] lattice vectors as rows (Angstrom), same dtype as positions; differentiable.
         ptr: [B + 1] int64 offsets: the atoms of crystal b are positions[ptr[b]:ptr[b + 1]].
         params: descriptor grid (default: SPEC section 1).
-        backend: "native" (fused C++/CUDA kernels) or "torch" (pure PyTorch reference, the test oracle).
-        check: validate the values of the inputs (finite, non-singular cells, atomic numbers, ptr). Hot loops
-            that validated a batch once and only move positions (reconstruction) pass False; shapes, dtypes
-            and devices are always checked by the op itself.
+        backend: "native" (fused C++/CUDA kernels) or "torch" (pure PyTorch reference, the test oracle; it
+            never reaches the op, so nothing checks the shapes, dtypes and devices it is given).
+        check: validate the values of the inputs (:func:`validate_batch`: finite, non-singular cells, atomic
+            numbers, ptr, the image-search bound). Hot loops that validated a batch once and only move
+            positions (reconstruction) pass False; shapes, dtypes and devices are always checked, by the op
+            itself.
 
     Returns:
         [N, (lmax + 1) * len(etas) * len(mus)] features laid out [L][eta][mu] (mu fastest); [N, 300]
         for the default grid. Gradients flow to positions and cells.
     """
+    _check_tensors("srd.ead_batch", positions=positions, numbers=numbers, cells=cells, ptr=ptr)
     return _ead_batch(
         positions, numbers, cells, ptr, params, backend, check, op="srd.ead_batch", single=False
     )
@@ -220,11 +253,13 @@ def ead_batch(
 def _ead_batch(
     positions, numbers, cells, ptr, params, backend, check, *, op: str, single: bool
 ) -> torch.Tensor:
+    """ead_batch / ead once the arguments are known to be tensors."""
     params = _check_params(params, op)
     _check_backend(backend, op)
+    _check_kernels(op, positions, numbers, cells, ptr)
+    numbers = _as_int64(numbers)
     if check:
         validate_batch(positions, numbers, cells, ptr, op=op, radius=params.reach, single=single)
-        numbers = numbers.to(torch.int64)
     if backend == "torch":
         from .reference import ead_batch_reference
 
@@ -252,13 +287,12 @@ def ead(
     Returns:
         [n, n_features] (300 for the default grid).
     """
-    if not isinstance(cell, torch.Tensor) or cell.shape != (3, 3):
-        shape = list(cell.shape) if isinstance(cell, torch.Tensor) else type(cell).__name__
-        raise ValueError(f"srd.ead: cell must have shape [3, 3], got {shape}")
-    if not isinstance(positions, torch.Tensor) or positions.dim() != 2:
-        shape = list(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
-        raise ValueError(f"srd.ead: positions must have shape [n, 3], got {shape}")
-    ptr = torch.tensor([0, positions.shape[0]], dtype=torch.int64, device=positions.device)
+    _check_tensors("srd.ead", positions=positions, numbers=numbers, cell=cell)
+    # The one argument the op does not see as given: it gets cell[None] as its cells.
+    if cell.shape != (3, 3):
+        raise ValueError(f"srd.ead: cell must have shape [3, 3], got {list(cell.shape)}")
+    n = positions.shape[0] if positions.dim() > 0 else 0  # the op refuses positions of the wrong shape
+    ptr = torch.tensor([0, n], dtype=torch.int64, device=positions.device)
     return _ead_batch(
         positions, numbers, cell.unsqueeze(0), ptr, params, backend, True, op="srd.ead", single=True
     )
@@ -276,11 +310,14 @@ def nearest_pairs(
         index [B, 2] int64 global atom ids (i, j) and shifts [B, 3] int64 with
         d = positions[j] - positions[i] + shifts @ cells[b] the shortest interatomic vector.
     """
+    op = "srd.nearest_pairs"
+    _check_tensors(op, positions=positions, cells=cells, ptr=ptr)
+    _check_kernels(op, positions, cells, ptr)
     if check:
         # No image bound here: the search radius is the shortest cell vector, so its cost does not grow as
         # a cell shrinks (tiny cells cost the same as large ones of their shape) and the CPU ranges are
         # exact even for very oblique cells; srd.structures.cell_problem refuses degenerate input cells.
-        validate_batch(positions, None, cells, ptr, op="srd.nearest_pairs")
+        validate_batch(positions, None, cells, ptr, op=op)
     return torch.ops.srd.nearest_pairs(positions.detach(), cells.detach(), ptr)
 
 

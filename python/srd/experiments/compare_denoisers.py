@@ -12,7 +12,8 @@ time instead) on the training split, then judged by proxies that need no evaluat
   per-dimension Wasserstein-1 distance between generated and test R (overall and per block), next to the
   same distance between an equally large subsample of the training split and the test split (the floor).
 
-Perov-5's train split is not in this repository: val is the training split here (see data/README.md).
+The training split defaults to Perov-5's train split (recovered, see data/README.md); the development run
+described in docs/results.md trained on val (--train data/perov_5/val.csv.gz), before train was recovered.
 
     python -m srd.experiments.compare_denoisers --minutes 10 --out runs/compare
     python -m srd.experiments.compare_denoisers --variants mlp,mlp@1e-3 --out runs/compare   # name@lr: other lr
@@ -184,7 +185,7 @@ def print_table(out: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument(
-        "--train", default="data/perov_5/val.csv.gz", help="training split (CSV or srd features .pt)"
+        "--train", default="data/perov_5/train.csv.gz", help="training split (CSV or srd features .pt)"
     )
     ap.add_argument("--test", default="data/perov_5/test.csv.gz", help="held-out split (CSV or .pt)")
     ap.add_argument("--dataset", default="perov_5", help="dataset of the CSVs (sets n_max)")

@@ -64,8 +64,10 @@ def metrics_markdown(metrics: dict) -> str:
         lines += [f"- generated: `{src.get('generated')}` ({metrics['validity']['n_generated']} crystals)",
                   f"- reference: `{src.get('reference')}` ({metrics['n_reference']} crystals)"]  # fmt: skip
     if ds == "mp_20":
-        lines.append("- MP-20 reference files shipped with srd are PARTIAL splits (see data/README.md): numbers are "
-                     "not comparable digit for digit with results on the full test split.")  # fmt: skip
+        lines.append("- MP-20: srd ships the complete val and test splits (data/mp_20, recovered) but only the first "
+                     "2573 train rows; a model trained on train_PARTIAL + val is not the paper's training set, and "
+                     "the data ceiling below was measured on the former partial val and test splits "
+                     "(see data/README.md).")  # fmt: skip
     lines += [f"- SMACT {metrics['smact_version']}; EMDs over {emd['n_samples_used']} valid samples "
               f"(requested {emd['n_samples_requested']}), seeds {emd['seeds']} (mean ± std)", ""]  # fmt: skip
     lines.append("| | " + " | ".join(head) + " |")

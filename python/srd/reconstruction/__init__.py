@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from .algorithm import ReconstructResult, crystal_seed, reconstruct
 from .config import BUDGETS, PRESETS, PRESETS_FILE, Preset, ReconstructConfig, get_preset, preset
-from .job import FIELDS, ReconItem, reconstruct_input, run_job, summary_line
+from .job import FIELDS, SAMPLE_METHOD, ReconItem, reconstruct_input, run_job, sample_rows, summary_line
 
 __all__ = [
     "BUDGETS",
     "FIELDS",
     "PRESETS",
     "PRESETS_FILE",
+    "SAMPLE_METHOD",
     "Preset",
     "ReconItem",
     "ReconstructConfig",
@@ -25,5 +26,6 @@ __all__ = [
     "reconstruct",
     "reconstruct_input",
     "run_job",
+    "sample_rows",
     "summary_line",
 ]

@@ -51,6 +51,7 @@ class ReconstructResult:
     trial_losses: list[float]  # best loss of every trial
     evaluations: int  # descriptor evaluations spent on this crystal (all trials)
     seconds: float  # wall time of the batch, divided among its crystals by atom count
+    symmetrized: str | None = None  # the space group the final symmetrisation snapped onto, if kept
 
 
 def crystal_seed(seed: int, key: str) -> int:
@@ -80,6 +81,7 @@ class _Replicas:
         self.target = torch.stack([d.target.to(dtype) for d in targets for _ in range(trials)]).to(device)
         self.replica_of_atom = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts).to(device)
         self.n_atoms = int(self.ptr[-1])
+        self.atom_cells = self.cells[self.replica_of_atom]  # [N, 3, 3] each atom's cell
         self.weight = None  # per-entry loss weights; None = all 1 (SPEC)
         if dmin_weight != 1.0:
             self.weight = torch.ones(self.target.shape[1], dtype=dtype, device=device)
@@ -163,8 +165,12 @@ class _Plateau:
         self.bad = torch.where(reduce, torch.zeros_like(self.bad), self.bad)
 
 
-def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, evals, hook=None):
-    """Adam + plateau schedule from ``pos`` for ``steps`` steps on every live replica, tracking the best."""
+def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, evals, hook=None, projector=None):
+    """Adam + plateau schedule from ``pos`` for ``steps`` steps on every live replica, tracking the best.
+
+    ``projector`` (a :class:`~srd.reconstruction.symmetry.SymmetryProjector`): after every step the
+    symmetric replicas are projected back onto their group's invariant positions (projected descent;
+    Adam's per-coordinate scaling would otherwise break the symmetry the invariant loss preserves)."""
     opt = _Adam(reps.n_atoms, len(reps.counts), lr, pos.dtype, pos.device)
     sched = _Plateau(
         len(reps.counts), cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold, pos.device
@@ -190,6 +196,8 @@ def _descend(pos, reps, params, steps, lr, cfg, alive, best_loss, best_pos, eval
         atom_improved = improved[reps.replica_of_atom][:, None]
         best_pos.copy_(torch.where(atom_improved, pos.to(best_pos.dtype), best_pos))
         opt.step(pos, grad.detach(), reps.replica_of_atom, alive)
+        if projector is not None:
+            projector.project_(pos, reps.atom_cells)
         sched.step(ld, opt, alive)
         if cfg.tol is not None:  # a crystal is done once one of its trials reached the tolerance
             done = (best_loss.view(-1, reps.trials) <= cfg.tol).any(dim=1)
@@ -219,6 +227,92 @@ def _swap_hops(pos, best_pos, targets, reps, cfg, per_crystal_uniform) -> None:
         x = best_pos[s:e].to(pos.dtype).clone()
         x[[i, j]] = x[[j, i]]
         pos[s:e] = x
+
+
+def _symmetric_starts(pos, targets, keys, reps, cfg):
+    """Put the last ``cfg.symmetric_trials`` trials of every crystal on a random symmetric structure (in
+    place) and return the projector that keeps them symmetric, and a per-replica "is symmetric" mask.
+
+    Each crystal draws its groups and sites from its own NumPy generator (seeded by the crystal's seed),
+    apart from the torch generators, so the uniform trials are the same with and without this option."""
+    from .symmetry import SymmetryProjector, choose_start
+
+    symmetric = torch.zeros(len(reps.counts), dtype=torch.bool)
+    entries = []
+    if cfg.symmetric_trials > 0:
+        for b, d in enumerate(targets):
+            rng = np.random.default_rng([crystal_seed(cfg.seed, keys[b]), 1])
+            lattice = d.lattice_matrix()
+            min_dist = float(np.clip(0.8 * float(d.target[-1]), 0.5, 3.0))
+            cell = torch.as_tensor(lattice, dtype=pos.dtype, device=pos.device)
+            for trial in range(cfg.trials - cfg.symmetric_trials, cfg.trials):
+                start = choose_start(lattice, list(d.numbers), rng, min_dist=min_dist)
+                if start is None:
+                    continue
+                frac, group, src = start
+                r = b * cfg.trials + trial
+                s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+                pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
+                entries.append((s, group, src))
+                symmetric[r] = True
+    return SymmetryProjector(entries, reps.n_atoms, pos.dtype, pos.device), symmetric.to(pos.device)
+
+
+def _symmetrize_winners(winners, targets, keys, cfg, params, device, progress) -> torch.Tensor:
+    """Snap each crystal's best structure onto the space group spglib finds within cfg.symmetrize_tol,
+    polish it there (projected; polish_steps, at least one evaluation) and keep it only when its loss is
+    not higher than the unsymmetrised structure's. Updates ``winners`` in place; returns the extra
+    evaluations per crystal."""
+    from .symmetry import SymmetryProjector, detect_symmetry
+
+    extra = torch.zeros(len(targets), dtype=torch.int64)
+    chosen, entries, offset = [], [], 0
+    for b, d in enumerate(targets):
+        lattice = d.lattice_matrix()
+        frac = winners[b][1] @ np.linalg.inv(lattice)
+        found = detect_symmetry(frac, list(d.numbers), lattice, cfg.symmetrize_tol)
+        if found is None:
+            continue
+        chosen.append(b)
+        entries.append((offset, found[0], found[1]))
+        offset += d.n_atoms
+    if not chosen:
+        return extra
+    pdtype = _DTYPES[cfg.polish_dtype]
+    sub = [targets[b] for b in chosen]
+    reps = _Replicas(sub, 1, pdtype, device, cfg.dmin_weight)
+    projector = SymmetryProjector(entries, reps.n_atoms, pdtype, device)
+    pos = torch.cat([torch.as_tensor(winners[b][1], dtype=pdtype, device=device) for b in chosen])
+    projector.project_(pos, reps.atom_cells)
+    best_loss = torch.full((len(chosen),), math.inf, dtype=torch.float64, device=device)
+    best_pos = pos.clone()
+    alive = torch.ones(len(chosen), dtype=torch.bool, device=device)
+    evals = torch.zeros(len(chosen), dtype=torch.int64, device=device)
+    steps = max(cfg.polish_steps, 1)
+    _descend(
+        pos,
+        reps,
+        params,
+        steps,
+        cfg.polish_lr,
+        cfg.replace(tol=None),
+        alive,
+        best_loss,
+        best_pos,
+        evals,
+        progress,
+        projector,
+    )
+    for k, b in enumerate(chosen):
+        extra[b] = int(evals[k])
+        if float(best_loss[k]) <= winners[b][0]:
+            s, e = int(reps.ptr[k]), int(reps.ptr[k + 1])
+            winners[b] = (
+                float(best_loss[k]),
+                best_pos[s:e].detach().double().cpu().numpy(),
+                entries[k][1].symbol,
+            )
+    return extra
 
 
 def reconstruct(
@@ -298,6 +392,7 @@ def reconstruct(
                 )
             s0 = int(reps.ptr[b * cfg.trials])
             pos[s0 : s0 + targets[b].n_atoms] = x
+    projector, symmetric = _symmetric_starts(pos, targets, keys, reps, cfg)
     best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
     best_pos = pos.clone()
     evals = torch.zeros(n_reps, dtype=torch.int64, device=device)
@@ -306,10 +401,16 @@ def reconstruct(
     for hop in range(cfg.hops):
         if hop > 0:
             noise = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3)) * 2 - 1
-            pos = best_pos.to(dtype) + cfg.hop_size * noise
+            hop_size = torch.where(symmetric[reps.replica_of_atom], cfg.symmetric_hop_size, cfg.hop_size).to(
+                dtype
+            )[:, None]
+            pos = best_pos.to(dtype) + hop_size * noise
             if cfg.swap_prob > 0:
                 _swap_hops(pos, best_pos, targets, reps, cfg, per_crystal_uniform)
-        _descend(pos, reps, params, cfg.steps, cfg.lr, cfg, alive, best_loss, best_pos, evals, progress)
+            projector.project_(pos, reps.atom_cells)  # symmetric hops stay in their group
+        _descend(
+            pos, reps, params, cfg.steps, cfg.lr, cfg, alive, best_loss, best_pos, evals, progress, projector
+        )
 
     if cfg.polish_steps > 0:
         pdtype = _DTYPES[cfg.polish_dtype]
@@ -330,31 +431,41 @@ def reconstruct(
             pbest_pos,
             evals,
             progress,
+            projector.to(pdtype),
         )
         best_loss, best_pos = pbest_loss, pbest_pos
+
+    bl = best_loss.view(reps.n_crystals, cfg.trials).cpu()
+    winners = []  # (loss, Cartesian positions, space group symbol or None) of each crystal's best trial
+    for b in range(reps.n_crystals):
+        r = b * cfg.trials + int(torch.argmin(bl[b]))
+        s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+        winners.append((float(bl[b].min()), best_pos[s:e].detach().double().cpu().numpy(), None))
+    if cfg.symmetrize_tol > 0:
+        extra = _symmetrize_winners(winners, targets, keys, cfg, params, device, progress)
+        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + extra
+    else:
+        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu()
 
     seconds = time.perf_counter() - t0
     total_atoms = sum(d.n_atoms for d in targets)
     results = []
-    bl = best_loss.view(reps.n_crystals, cfg.trials).cpu()
     for b, d in enumerate(targets):
         trial = int(torch.argmin(bl[b]))
-        r = b * cfg.trials + trial
-        s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+        loss, cart, group = winners[b]
         lattice = Lattice(d.lattice_matrix())
-        structure = Structure(
-            lattice, d.numbers, best_pos[s:e].detach().double().cpu().numpy(), coords_are_cartesian=True
-        )
+        structure = Structure(lattice, d.numbers, cart, coords_are_cartesian=True)
         structure = Structure(
             lattice, structure.species, np.mod(structure.frac_coords, 1.0)
         )  # wrap into the cell
         results.append(
             ReconstructResult(
                 structure=structure,
-                loss=float(bl[b, trial]),
+                loss=loss,
                 trial=trial,
                 trial_losses=[float(x) for x in bl[b]],
-                evaluations=int(evals.view(reps.n_crystals, cfg.trials)[b].sum()),
+                evaluations=int(evals_per_crystal[b]),
+                symmetrized=group,
                 seconds=seconds * d.n_atoms / total_atoms,
             )
         )

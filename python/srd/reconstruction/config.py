@@ -40,9 +40,24 @@ class ReconstructConfig:
     # loss). Generated targets are not exactly realisable; with weight 1 the optimiser trades d_min away
     # for EAD agreement and can leave atoms overlapping. A larger weight keeps the target's d_min.
     dmin_weight: float = 1.0
+    # Symmetric starts (srd.reconstruction.symmetry): this many of the trials (the last ones) start from
+    # random positions on the Wyckoff sites of a space group that fits the decoded lattice (drawn by a
+    # prior of group frequencies) and descend projected onto that group's invariant positions; their hops
+    # are symmetric too, of symmetric_hop_size Angstrom. A trial whose groups cannot hold the composition
+    # starts uniformly at random instead.
+    symmetric_trials: int = 0
+    symmetric_hop_size: float = 0.3
+    # Final symmetrisation: snap every trial's best structure onto the space group spglib finds within
+    # symmetrize_tol Angstrom, polish it there (polish_steps, projected) and keep it only when its loss
+    # is not higher than the unsymmetrised one.
+    symmetrize_tol: float = 0.0
 
     def __post_init__(self):
         coerced, problems = _check_fields({f.name: getattr(self, f.name) for f in fields(self)})
+        if not problems and self.symmetric_trials > self.trials:
+            problems.append(
+                f"symmetric_trials: expected at most trials = {self.trials}, found {self.symmetric_trials}"
+            )
         if problems:
             raise ValueError("invalid ReconstructConfig: " + "; ".join(problems))
         for name, value in coerced.items():  # 1 -> 1.0, NumPy scalars -> Python numbers
@@ -112,6 +127,13 @@ _FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "polish_lr": ("float", lambda v: _finite(v) and v > 0, "a finite number > 0"),
     "polish_dtype": ("str", lambda v: v in _DTYPE_NAMES, "'float32' or 'float64'"),
     "dmin_weight": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "symmetric_trials": ("int", lambda v: v >= 0, "an integer >= 0 (at most trials)"),
+    "symmetric_hop_size": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (Angstrom)"),
+    "symmetrize_tol": (
+        "float",
+        lambda v: _finite(v) and 0 <= v <= 1,
+        "a number in [0, 1] (Angstrom; 0 = off)",
+    ),
 }
 
 

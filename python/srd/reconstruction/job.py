@@ -9,6 +9,8 @@ Layout of OUT:
                         ``eval_gen.pt`` instead when the job reconstructs generated samples
     summary.json        resolved config, package version, counts, timings, match rate / RMSE (ground truth)
     config.json         what a rerun must agree with to resume
+    sample.json         only for a seeded random sample of the input (srd-reconstruct --sample N
+                        --sample-seed S): N, S, the input's size, the sampled row indices and their ids
 
 Every file is written atomically, after every batch; rerunning with the same OUT skips finished crystals,
 so an interrupt loses at most the batch in flight.
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from pymatgen.core import Structure
 
@@ -40,7 +43,7 @@ from ..representation import (
     decoded_from_structures,
     prepare_structure,
 )
-from ..structures import cif_file_names, read_structures, save_cdvae_pt, write_cif
+from ..structures import cif_file_names, count_structures, read_structures, save_cdvae_pt, write_cif
 from ..utils import (
     atomic_write_text,
     check_output_dir,
@@ -53,7 +56,21 @@ from ..utils import (
 from .algorithm import reconstruct
 from .config import ReconstructConfig
 
-__all__ = ["ReconItem", "run_job", "reconstruct_input", "summary_line", "FIELDS"]
+__all__ = [
+    "ReconItem",
+    "run_job",
+    "reconstruct_input",
+    "summary_line",
+    "sample_rows",
+    "FIELDS",
+    "SAMPLE_METHOD",
+]
+
+#: How srd draws a seeded random sample of an input's rows (recorded in sample.json).
+SAMPLE_METHOD = (
+    "numpy.random.default_rng(seed).choice(population, size=n, replace=False): uniform, without "
+    "replacement, over the 0-based row indices of the input; sorted into input (file) order"
+)
 
 FIELDS = [
     "id",
@@ -123,17 +140,48 @@ def _write_rows(path: Path, rows: Sequence[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def sample_rows(population: int, n: int, seed: int) -> list[int]:
+    """A seeded uniform random sample of ``n`` of the row indices 0 .. population-1, without replacement,
+    in increasing (file) order (see SAMPLE_METHOD)."""
+    if n < 1:
+        raise ValueError(f"sample size: expected a positive integer, found {n}")
+    if seed < 0:
+        raise ValueError(f"sample seed: expected an integer >= 0, found {seed}")
+    if n > population:
+        raise ValueError(f"a sample of {n} crystals asked for, but the input holds only {population}")
+    picked = np.random.default_rng(seed).choice(population, size=n, replace=False)
+    return sorted(int(k) for k in picked)
+
+
 def _check_config(out: Path, resolved: dict, rank: int, world: int) -> None:
     cfg_path = out / "config.json"
     if cfg_path.is_file():
         old = read_json(cfg_path)
         if old.get("algorithm") != resolved["algorithm"] or old.get("input") != resolved["input"]:
+            old_in, new_in = old.get("input") or {}, resolved["input"]
+            differ = sorted(k for k in set(old_in) | set(new_in) if old_in.get(k) != new_in.get(k))
+            what = f"; input settings that differ: {', '.join(differ)}" if differ else ""
             raise ValueError(
-                f"{out} holds a run with a different configuration or input (see {cfg_path}); "
+                f"{out} holds a run with a different configuration or input (see {cfg_path}{what}); "
                 "use another output folder, or the same settings to resume it"
             )
     elif rank == 0:
         write_json(cfg_path, resolved)
+    _barrier(world)
+
+
+def _check_sample(out: Path, sample: dict, rank: int, world: int) -> None:
+    """sample.json: written by the first run; a rerun (resume) must draw exactly the same rows and ids."""
+    path = out / "sample.json"
+    if path.is_file():
+        old = read_json(path)
+        if old.get("rows") != sample["rows"] or old.get("ids") != sample["ids"]:
+            raise ValueError(
+                f"{out} holds a run on a different sample of the input (see {path}: "
+                f"{old.get('n')} rows, seed {old.get('seed')}); use another output folder"
+            )
+    elif rank == 0:
+        write_json(path, sample)
     _barrier(world)
 
 
@@ -149,8 +197,12 @@ def run_job(
     gen_mode: bool = False,
     show_progress: bool = True,
     extra_summary: dict | None = None,
+    sample: dict | None = None,
 ) -> dict:
-    """Reconstruct every item with a target, write OUT, and return the summary (rank 0) or {} (other ranks)."""
+    """Reconstruct every item with a target, write OUT, and return the summary (rank 0) or {} (other ranks).
+
+    ``sample`` (the items are a seeded random sample of the input: n, seed, population, method, rows, ids) is
+    written to OUT/sample.json and summary.json; a rerun into OUT must have the same sample."""
     out = Path(out)
     rank, world = _dist()
     (out / "cifs").mkdir(parents=True, exist_ok=True)
@@ -170,6 +222,9 @@ def run_job(
         **run_metadata(),
     }
     _check_config(out, resolved, rank, world)
+    if sample is not None:
+        _check_sample(out, sample, rank, world)
+        extra_summary = {**(extra_summary or {}), "sample": sample}
 
     done: set[str] = {r["id"] for r in _read_rows(out / "results.csv")}
     for part in sorted((out / "parts").glob("rank*.csv")):
@@ -346,11 +401,13 @@ def summary_line(summary: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 # Inputs of srd-reconstruct
 # ------------------------------------------------------------------------------------------------
-def _items_from_truth(path: Path, n_max: int | None, params, limit, show_progress) -> list[ReconItem]:
+def _items_from_truth(
+    path: Path, n_max: int | None, params, limit, show_progress, rows=None
+) -> list[ReconItem]:
     """Ground-truth crystals as items (Niggli-reduced, their own R as the target); ``n_max`` None: the
-    largest readable crystal sets it."""
+    largest readable crystal sets it. ``rows``: only those rows of the input."""
     items, good = [], []
-    records = list(read_structures(path, limit=limit))
+    records = list(read_structures(path, limit=limit, rows=rows))
     if n_max is None:
         n_max = max((len(r.structure) for r in records if r.structure is not None), default=1)
     for rec in records:
@@ -374,9 +431,14 @@ def _items_from_truth(path: Path, n_max: int | None, params, limit, show_progres
     return items
 
 
-def _items_from_features(path: Path, limit, composition: str) -> tuple[list[ReconItem], Features]:
-    feats = Features.load(path)
-    R, ids = feats.R[:limit], feats.ids[:limit]
+def _items_from_features(
+    path: Path, limit, composition: str, feats: Features | None = None, rows=None
+) -> tuple[list[ReconItem], Features]:
+    feats = feats if feats is not None else Features.load(path)
+    if rows is None:
+        R, ids = feats.R[:limit], feats.ids[:limit]
+    else:
+        R, ids = feats.R[list(rows)], [feats.ids[k] for k in rows]
     items = []
     for rid, d in zip(ids, decode(R.double(), feats.stats, feats.n_max, composition)):
         items.append(ReconItem(rid, None, d.reason) if isinstance(d, Rejected) else ReconItem(rid, d))
@@ -392,6 +454,8 @@ def reconstruct_input(
     dataset: str | None = None,
     composition: str = "largest-remainder",
     limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
     batch_size: int = 64,
     device="cpu",
     show_progress: bool = True,
@@ -403,17 +467,37 @@ def reconstruct_input(
     ``composition``, then reconstructed). ``config`` defaults to the paper's budget
     (``ReconstructConfig.preset("paper")``). Rerunning with the same ``output`` resumes.
 
+    ``limit`` takes the first crystals of the input; ``sample`` (mutually exclusive with ``limit``) a seeded
+    uniform random sample of that many crystals, drawn with ``sample_seed`` (:func:`sample_rows`) and
+    reconstructed in input order. The sample (n, seed, row indices, ids) is saved in ``output``/sample.json
+    and summary.json; a rerun into ``output`` with other sample settings is refused.
+
     Returns:
         The summary written to ``output``/summary.json (rank 0 under torchrun; {} on other ranks).
     """
     path = Path(input)
     if not path.exists():
         raise FileNotFoundError(f"no such input: {path}")
+    if sample is not None and limit is not None:
+        raise ValueError(
+            "sample (--sample) and limit (--limit) are mutually exclusive: limit takes the first crystals of "
+            "the input, sample a seeded random sample of it"
+        )
     check_output_dir(output, flag="-o/--output")
     config = config or ReconstructConfig.preset("paper")
     device = resolve_device(device) if isinstance(device, str) else device
+    rows, feats = None, None
     if path.suffix == ".pt":
-        items, feats = _items_from_features(path, limit, composition)
+        feats = Features.load(path)
+        population = len(feats.ids)
+    else:
+        population = count_structures(path) if sample is not None else None
+    if sample is not None:
+        if sample > population:
+            raise ValueError(f"--sample {sample}: {path} holds only {population} crystals")
+        rows = sample_rows(population, sample, sample_seed)
+    if path.suffix == ".pt":
+        items, feats = _items_from_features(path, limit, composition, feats, rows)
         params = feats.params
         desc = {
             "path": str(path.resolve()),
@@ -425,7 +509,7 @@ def reconstruct_input(
         dataset = dataset or dataset_from_path(path)
         n_max = n_max or (DATASET_N_MAX.get(dataset) if dataset else None)
         params = EADParams()
-        items = _items_from_truth(path, n_max, params, limit, show_progress)
+        items = _items_from_truth(path, n_max, params, limit, show_progress, rows)
         if n_max is None:  # neither given: the input's own largest crystal
             n_max = max((len(it.truth) for it in items if it.truth is not None), default=1)
         desc = {
@@ -434,6 +518,20 @@ def reconstruct_input(
             "n_max": n_max,
             "dataset": dataset,
             "limit": limit,
+        }
+    sample_info = None
+    if rows is not None:
+        # In config.json too (only when sampling, so that folders of earlier runs still resume): a rerun with
+        # other sample settings, or on an input of another size, is refused.
+        desc["sample"] = {"n": sample, "seed": sample_seed, "population": population}
+        sample_info = {
+            "n": sample,
+            "seed": sample_seed,
+            "population": population,
+            "input": str(path.resolve()),
+            "method": SAMPLE_METHOD,
+            "rows": rows,
+            "ids": [it.id for it in items],
         }
     usable = [it for it in items if it.target is not None]
     if not usable:
@@ -450,4 +548,5 @@ def reconstruct_input(
         batch_size=batch_size,
         device=device,
         show_progress=show_progress,
+        sample=sample_info,
     )

@@ -156,19 +156,27 @@ def test_presets_are_data_with_the_known_values():
     from srd.reconstruction import BUDGETS, PRESETS, PRESETS_FILE, preset
 
     assert PRESETS_FILE.is_file() and PRESETS_FILE.parent.parent.name == "srd"
-    assert list(PRESETS)[:5] == ["paper", "paper+swap", "paper/10", "fast", "fast-noswap"]
+    assert list(PRESETS)[:5] == ["paper", "paper+swap", "paper/10", "fast", "fast+sym"]
     assert all(p.description and "\n" not in p.description for p in PRESETS.values())
     assert ReconstructConfig.preset("paper") == ReconstructConfig()  # the paper's Algorithm 2 exactly
     assert ReconstructConfig.preset("paper").evaluations_per_crystal == 12600
     assert preset("paper+swap") == ReconstructConfig(swap_prob=0.5, tol=1e-4)
     assert preset("paper/10") == ReconstructConfig(trials=6, hops=2, steps=105)
-    fast = ReconstructConfig(trials=3, hops=8, steps=100, tol=1e-4, swap_prob=0.5, polish_steps=50)
+    fast = ReconstructConfig(trials=6, hops=2, steps=100, polish_steps=10, tol=1e-4, template_trials=4)
     assert preset("fast") == fast
-    assert preset("fast-noswap") == fast.replace(swap_prob=0.0)
+    assert fast.evaluations_per_crystal == 1260  # the "a tenth of the paper's budget"
+    assert preset("fast+sym") == fast.replace(symmetrize_tol=0.1)
+    assert preset("fast/uniform") == fast.replace(template_trials=0)
+    assert preset("fast/symmetric") == fast.replace(template_trials=0, symmetric_trials=4)
+    assert preset("paper+templates") == ReconstructConfig(steps=290, polish_steps=50, tol=1e-4, template_trials=4)
+    assert preset("paper+templates").evaluations_per_crystal <= 12600
+    fast_2k = ReconstructConfig(trials=3, hops=8, steps=100, tol=1e-4, swap_prob=0.5, polish_steps=50)
+    assert preset("fast-2k") == fast_2k
+    assert preset("fast-noswap") == fast_2k.replace(swap_prob=0.0)
     assert preset("tiny") == ReconstructConfig(trials=1, hops=1, steps=5)
-    assert preset("fast", seed=7, trials=6) == fast.replace(seed=7, trials=6)
+    assert preset("fast", seed=7, trials=8) == fast.replace(seed=7, trials=8)
     assert BUDGETS["paper"] == ["--trials", "6", "--hops", "7", "--steps", "300"]
-    assert BUDGETS["fast"][-2:] == ["--polish-steps", "50"]
+    assert BUDGETS["fast"][-2:] == ["--template-trials", "4"]
     with pytest.raises(ValueError, match=r"unknown reconstruction preset 'nope'; known: paper, paper\+swap"):
         preset("nope")
     with pytest.raises(ValueError, match=r"preset 'fast' with overrides: .*trials: expected an integer >= 1"):
@@ -208,6 +216,11 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     assert args.budget == sample_cli.DEFAULT_BUDGET == "paper" and reconstruct_config(args) == preset("paper")
     args = sp.parse_args(["run", "-n", "2", "-o", "out", "--budget", "tiny", "--dmin-weight", "10"])
     assert reconstruct_config(args) == preset("tiny", dmin_weight=10.0)
+    # every preset equals its documented flags (presets.toml, --help) given on the command line
+    from srd.reconstruction import PRESETS
+
+    for name, pre in PRESETS.items():
+        assert reconstruct_config(p.parse_args([*base, "--budget", "tiny", *pre.flags()])) == preset(name), name
     with pytest.raises(SystemExit):
         p.parse_args([*base, "--budget", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -38,12 +38,14 @@ def sample_crystals(
     reconstruct: bool = True,
     recon_batch_size: int = 64,
     show_progress: bool = True,
+    templates=None,
 ) -> dict:
     """srd-sample as a function: sample ``num_samples`` R vectors from ``checkpoint`` (a RUN folder or its
     checkpoint.pt), decode them with ``composition`` and (with ``reconstruct``) reconstruct them with
     ``config`` (default: ``ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)``) into ``output``.
 
-    Rerunning with the same ``output`` reuses the samples and resumes the reconstruction.
+    Rerunning with the same ``output`` reuses the samples and resumes the reconstruction. ``templates``
+    (a TemplateLibrary, e.g. of the model's training split) feeds ``config.template_trials``.
 
     Returns:
         The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
@@ -149,4 +151,5 @@ def sample_crystals(
         gen_mode=True,
         show_progress=show_progress,
         extra_summary={"sampling": sampling},
+        templates=templates,
     )

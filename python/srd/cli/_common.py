@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "positive_int",
     "add_reconstruction_args",
     "reconstruct_config",
+    "template_library",
 ]
 
 
@@ -283,6 +285,27 @@ def add_reconstruction_args(
         "a larger weight keeps generated crystals from overlapping atoms" + default("dmin_weight"),
     )
     g.add_argument(
+        "--templates",
+        default=sup,
+        metavar="FILE[,FILE]",
+        help=f"{h}training crystals (CDVAE-format CSV(.gz), comma-separated) that --template-trials start "
+        "from: crystals of the same atom count and element-count pattern, mapped into the decoded cell; "
+        "never the split being reconstructed (default: none)",
+    )
+    g.add_argument(
+        "--template-trials",
+        type=int,
+        default=sup,
+        help=f"{h}how many of the trials (the first ones) start from --templates"
+        + default("template_trials"),
+    )
+    g.add_argument(
+        "--template-hop-size",
+        type=float,
+        default=sup,
+        help=f"{h}hop size of the template trials (Angstrom)" + default("template_hop_size"),
+    )
+    g.add_argument(
         "--symmetric-trials",
         type=int,
         default=sup,
@@ -305,6 +328,19 @@ def add_reconstruction_args(
         "tolerance (Angstrom), polish it there and keep it only when its loss is not higher (0 = off)"
         + default("symmetrize_tol"),
     )
+
+
+def template_library(args: argparse.Namespace, show_progress: bool = False):
+    """The TemplateLibrary of ``--templates`` (None when not given); a missing file is a usage error."""
+    if getattr(args, "templates", None) is None:
+        return None
+    from ..reconstruction.templates import TemplateLibrary
+
+    paths = [Path(p.strip()) for p in args.templates.split(",") if p.strip()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing or not paths:
+        raise FileNotFoundError(f"--templates: no such file: {', '.join(missing) or repr(args.templates)}")
+    return TemplateLibrary.from_files(paths, show_progress=show_progress)
 
 
 def reconstruct_config(args: argparse.Namespace):

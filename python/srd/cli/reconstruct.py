@@ -20,6 +20,7 @@ from ._common import (
     reconstruct_config,
     resolve_device,
     run,
+    template_library,
 )
 
 DESCRIPTION = """\
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         device=device,
         show_progress=not args.quiet,
+        templates=template_library(args, show_progress=not args.quiet),
     )
     if summary:
         print("srd-reconstruct: " + summary_line(summary))

@@ -15,6 +15,7 @@ from ._common import (
     positive_int,
     reconstruct_config,
     run,
+    template_library,
 )
 
 DESCRIPTION = """\
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconstruct=not args.no_reconstruct,
         recon_batch_size=args.recon_batch_size,
         show_progress=not args.quiet,
+        templates=template_library(args, show_progress=not args.quiet),
     )
     sampling = summary.get("sampling", {})
     if args.no_reconstruct:

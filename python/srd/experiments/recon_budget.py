@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli._common import budget_help, non_negative_int, positive_int, run
+from ..cli._common import budget_help, non_negative_int, positive_int, run, template_library
 from ..reconstruction import PRESETS, get_preset
 
 PROG = "python -m srd.experiments.recon_budget"
@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_budgets("paper,paper/10,fast"),
         help=f"comma-separated budget names, from: {', '.join(PRESETS)} (default paper,paper/10,fast)",
     )
+    p.add_argument(
+        "--templates",
+        default=None,
+        metavar="FILE[,FILE]",
+        help="training crystals for the budgets' template trials (never the split being reconstructed)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32, help="crystals per batch (default 32)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -117,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.limit = 20
     which = f"sample{args.sample}_seed{args.sample_seed}" if args.sample else str(args.limit)
     out = Path(args.out or f"runs/budget_{split.parent.name}_{split.name.split('.')[0]}_{which}")
+    library = template_library(args, show_progress=not args.quiet)
     rows, sample = [], None
     for name in args.budgets:
         folder = out / name.replace("/", "_")
@@ -130,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             show_progress=not args.quiet,
+            templates=library,
         )
         s = json.loads((folder / "summary.json").read_text())
         rec, t = s["reconstruction"], s["timing"]

@@ -315,6 +315,22 @@ def _symmetrize_winners(winners, targets, keys, cfg, params, device, progress) -
     return extra
 
 
+def _template_starts(pos, targets, keys, reps, cfg, templates) -> torch.Tensor:
+    """Put the first ``cfg.template_trials`` trials of every crystal on its best template starts (in place);
+    return the per-replica "started from a template" mask. Draws no random numbers."""
+    templated = torch.zeros(len(reps.counts), dtype=torch.bool)
+    if cfg.template_trials > 0 and templates is not None:
+        for b, d in enumerate(targets):
+            starts = templates.starts(d.numbers, d.lengths, d.angles, cfg.template_trials, exclude={keys[b]})
+            cell = torch.as_tensor(d.lattice_matrix(), dtype=pos.dtype, device=pos.device)
+            for trial, (frac, _) in enumerate(starts):
+                r = b * cfg.trials + trial
+                s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+                pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
+                templated[r] = True
+    return templated.to(pos.device)
+
+
 def reconstruct(
     targets: Sequence[Decoded],
     keys: Sequence[str],
@@ -324,6 +340,7 @@ def reconstruct(
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
     initial: Sequence[np.ndarray | None] | None = None,
+    templates=None,
 ) -> list[ReconstructResult]:
     """Reconstruct positions for decoded representations (all trials of all crystals batched).
 
@@ -336,6 +353,8 @@ def reconstruct(
         progress: called with the number of optimiser steps done (for progress bars).
         initial: optional Cartesian positions [n, 3] per crystal to start trial 0 from instead of a random
             draw (the random numbers are drawn all the same, so other trials are unchanged).
+        templates: a :class:`~srd.reconstruction.templates.TemplateLibrary` for ``config.template_trials``
+            (training crystals; a template whose id equals the crystal's key is never used).
 
     Returns:
         One :class:`ReconstructResult` per target, in order.
@@ -393,6 +412,7 @@ def reconstruct(
             s0 = int(reps.ptr[b * cfg.trials])
             pos[s0 : s0 + targets[b].n_atoms] = x
     projector, symmetric = _symmetric_starts(pos, targets, keys, reps, cfg)
+    templated = _template_starts(pos, targets, keys, reps, cfg, templates)
     best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
     best_pos = pos.clone()
     evals = torch.zeros(n_reps, dtype=torch.int64, device=device)
@@ -401,9 +421,10 @@ def reconstruct(
     for hop in range(cfg.hops):
         if hop > 0:
             noise = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3)) * 2 - 1
-            hop_size = torch.where(symmetric[reps.replica_of_atom], cfg.symmetric_hop_size, cfg.hop_size).to(
-                dtype
-            )[:, None]
+            hop_size = torch.full((n_reps,), cfg.hop_size, dtype=torch.float64, device=device)
+            hop_size[symmetric] = cfg.symmetric_hop_size
+            hop_size[templated] = cfg.template_hop_size
+            hop_size = hop_size[reps.replica_of_atom].to(dtype)[:, None]
             pos = best_pos.to(dtype) + hop_size * noise
             if cfg.swap_prob > 0:
                 _swap_hops(pos, best_pos, targets, reps, cfg, per_crystal_uniform)

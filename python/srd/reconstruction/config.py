@@ -46,6 +46,12 @@ class ReconstructConfig:
     # are symmetric too, of symmetric_hop_size Angstrom. A trial whose groups cannot hold the composition
     # starts uniformly at random instead.
     symmetric_trials: int = 0
+    # Template starts (srd.reconstruction.templates): this many of the trials (the first ones) start from
+    # training crystals of the same atom count and element-count pattern, mapped into the decoded cell;
+    # their hops are template_hop_size Angstrom. Needs a template library (reconstruct(templates=...),
+    # --templates FILE); without one, or when no template fits, these trials start uniformly at random.
+    template_trials: int = 0
+    template_hop_size: float = 0.3
     symmetric_hop_size: float = 0.3
     # Final symmetrisation: snap every trial's best structure onto the space group spglib finds within
     # symmetrize_tol Angstrom, polish it there (polish_steps, projected) and keep it only when its loss
@@ -54,9 +60,10 @@ class ReconstructConfig:
 
     def __post_init__(self):
         coerced, problems = _check_fields({f.name: getattr(self, f.name) for f in fields(self)})
-        if not problems and self.symmetric_trials > self.trials:
+        if not problems and self.symmetric_trials + self.template_trials > self.trials:
             problems.append(
-                f"symmetric_trials: expected at most trials = {self.trials}, found {self.symmetric_trials}"
+                f"symmetric_trials + template_trials: expected at most trials = {self.trials}, found "
+                f"{self.symmetric_trials} + {self.template_trials}"
             )
         if problems:
             raise ValueError("invalid ReconstructConfig: " + "; ".join(problems))
@@ -128,6 +135,8 @@ _FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "polish_dtype": ("str", lambda v: v in _DTYPE_NAMES, "'float32' or 'float64'"),
     "dmin_weight": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     "symmetric_trials": ("int", lambda v: v >= 0, "an integer >= 0 (at most trials)"),
+    "template_trials": ("int", lambda v: v >= 0, "an integer >= 0 (at most trials)"),
+    "template_hop_size": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (Angstrom)"),
     "symmetric_hop_size": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (Angstrom)"),
     "symmetrize_tol": (
         "float",

@@ -22,6 +22,7 @@ import csv
 import io
 import math
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -198,11 +199,15 @@ def run_job(
     show_progress: bool = True,
     extra_summary: dict | None = None,
     sample: dict | None = None,
+    templates=None,
 ) -> dict:
     """Reconstruct every item with a target, write OUT, and return the summary (rank 0) or {} (other ranks).
 
     ``sample`` (the items are a seeded random sample of the input: n, seed, population, method, rows, ids) is
-    written to OUT/sample.json and summary.json; a rerun into OUT must have the same sample."""
+    written to OUT/sample.json and summary.json; a rerun into OUT must have the same sample.
+
+    ``templates`` (a :class:`~srd.reconstruction.templates.TemplateLibrary`): the training crystals that
+    ``config.template_trials`` start from; its files and their sha256 are part of the run's settings."""
     out = Path(out)
     rank, world = _dist()
     (out / "cifs").mkdir(parents=True, exist_ok=True)
@@ -217,6 +222,7 @@ def run_job(
         "params": params.to_dict(),
         "input": input_desc,
         "batch_size": batch_size,
+        **({"templates": templates.provenance()} if templates is not None else {}),
         "device": str(device),
         "world_size": world,
         **run_metadata(),
@@ -245,6 +251,13 @@ def run_job(
             flush=True,
         )
 
+    if config.template_trials > 0 and templates is None and rank == 0:
+        print(
+            f"srd-reconstruct: warning: the budget has {config.template_trials} template trials but no "
+            "template library was given (--templates TRAIN.csv); they start uniformly at random",
+            file=sys.stderr,
+            flush=True,
+        )
     from ..metrics.recon import match_one
     from ..metrics.validity import composition_validity, structure_validity
 
@@ -266,6 +279,7 @@ def run_job(
             params=params,
             device=device,
             progress=bar.update,
+            templates=templates,
         )
         for it, res in zip(batch, results):
             write_cif(out / "cifs" / files[it.id], res.structure)
@@ -459,6 +473,7 @@ def reconstruct_input(
     batch_size: int = 64,
     device="cpu",
     show_progress: bool = True,
+    templates=None,
 ) -> dict:
     """srd-reconstruct as a function: reconstruct the crystals of ``input`` into the folder ``output``.
 
@@ -549,4 +564,5 @@ def reconstruct_input(
         device=device,
         show_progress=show_progress,
         sample=sample_info,
+        templates=templates,
     )

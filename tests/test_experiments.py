@@ -22,7 +22,7 @@ def _keep_threads():
     torch.set_num_threads(n)  # compare_denoisers sets the thread count
 
 
-@pytest.mark.parametrize("name", ["recon_budget", "swap_basin", "compare_denoisers"])
+@pytest.mark.parametrize("name", ["recon_budget", "swap_basin", "compare_denoisers", "decoder_oracle"])
 def test_help(name, capsys):
     import importlib
 
@@ -67,6 +67,26 @@ def test_recon_budget(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(TEST), "--budgets", "nope"])
     assert "unknown budget(s) nope; known: paper" in capsys.readouterr().err
+
+
+def test_decoder_oracle(tmp_path, capsys):
+    import pandas as pd
+
+    from srd.experiments.decoder_oracle import main
+
+    reference = tmp_path / "reference.csv"
+    pd.read_csv(TEST, nrows=20).to_csv(reference, index=False)
+    out = tmp_path / "oracle"
+    args = [str(VAL), str(reference), "--dataset", "perov_5", "--sample", "4", "--budget", "tiny"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "| real (unreconstructed) |" in text and "| reconstructed (tiny) |" in text
+    assert "seeded sample of 4, seed 0" in text
+    saved = json.loads((out / "oracle.json").read_text())
+    real = saved["results"]["real (unreconstructed)"]["table"]
+    assert real["comp_valid"] == 100.0  # real perovskites are charge-balanced
+    sample = json.loads((out / "recon_tiny" / "sample.json").read_text())
+    assert len(sample["ids"]) == 4 and sample["seed"] == 0
 
 
 def test_swap_basin(capsys):

@@ -168,7 +168,9 @@ def test_presets_are_data_with_the_known_values():
     assert preset("fast+sym") == fast.replace(symmetrize_tol=0.1)
     assert preset("fast/uniform") == fast.replace(template_trials=0)
     assert preset("fast/symmetric") == fast.replace(template_trials=0, symmetric_trials=4)
-    assert preset("paper+templates") == ReconstructConfig(steps=290, polish_steps=50, tol=1e-4, template_trials=4)
+    assert preset("paper+templates") == ReconstructConfig(
+        steps=290, polish_steps=50, tol=1e-4, template_trials=4
+    )
     assert preset("paper+templates").evaluations_per_crystal <= 12600
     fast_2k = ReconstructConfig(trials=3, hops=8, steps=100, tol=1e-4, swap_prob=0.5, polish_steps=50)
     assert preset("fast-2k") == fast_2k
@@ -220,7 +222,9 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     from srd.reconstruction import PRESETS
 
     for name, pre in PRESETS.items():
-        assert reconstruct_config(p.parse_args([*base, "--budget", "tiny", *pre.flags()])) == preset(name), name
+        assert reconstruct_config(p.parse_args([*base, "--budget", "tiny", *pre.flags()])) == preset(name), (
+            name
+        )
     with pytest.raises(SystemExit):
         p.parse_args([*base, "--budget", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err

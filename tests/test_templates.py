@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
+
 from helpers import DATA
 
 pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")

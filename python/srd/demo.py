@@ -137,14 +137,27 @@ def main(argv=None) -> int:
 
     # 1. Reconstruction of ground-truth crystals (the Table 1 protocol).
     recon_config = ReconstructConfig.preset(budget, seed=args.seed)
+    # Budgets with template trials start them from the training split's crystals (never the test split).
+    templates, template_args = None, []
+    if recon_config.template_trials > 0:
+        from .reconstruction.templates import TemplateLibrary
+
+        templates = TemplateLibrary.from_files([train_split], show_progress=show)
+        template_args = ["--templates", train_split]
     recon_cmd = _cmd("srd-reconstruct", test, "-o", out / "recon", "--limit", args.n_recon, "--seed", args.seed,
-                     "--budget", budget, *quiet)  # fmt: skip
+                     "--budget", budget, *template_args, *quiet)  # fmt: skip
     _step(
         "1/4 reconstruct Perov-5 test crystals from their representations (Table 1 protocol)",
         recon_cmd,
         log,
         lambda: reconstruct_input(
-            test, out / "recon", config=recon_config, limit=args.n_recon, device="cpu", show_progress=show
+            test,
+            out / "recon",
+            config=recon_config,
+            limit=args.n_recon,
+            device="cpu",
+            show_progress=show,
+            templates=templates,
         ),
     )
 
@@ -181,7 +194,7 @@ def main(argv=None) -> int:
     sample_cmd = _cmd("srd-sample", out / "run", "-n", args.n_samples, "-o", out / "samples", "--sampling-steps",
                       args.sampling_steps, "--seed", args.seed, "--device", "cpu", "--budget", budget,
                       "--composition", GEN_COMPOSITION, "--dmin-weight", f"{GEN_DMIN_WEIGHT:g}",
-                      *quiet)  # fmt: skip
+                      *template_args, *quiet)  # fmt: skip
     _step(
         "3/4 generate crystals: sample R, decode, reconstruct",
         sample_cmd,
@@ -196,6 +209,7 @@ def main(argv=None) -> int:
             seed=args.seed,
             device="cpu",
             show_progress=show,
+            templates=templates,
         ),
     )
 

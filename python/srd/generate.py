@@ -22,6 +22,19 @@ __all__ = ["sample_crystals"]
 DEFAULT_BUDGET = "paper"
 
 
+def _training_templates(meta: dict, show_progress: bool):
+    """The template library of the model's own training file (the run's config ``data``), or None when
+    that file is not here (the template trials then start uniformly; srd-reconstruct warns)."""
+    data = getattr(meta.get("train_config"), "data", None)
+    if not data or not Path(data).is_file() or not str(data).endswith((".csv", ".csv.gz")):
+        return None
+    from .reconstruction.templates import TemplateLibrary
+
+    if show_progress:
+        print(f"srd-sample: template trials start from the model's training crystals, {data}")
+    return TemplateLibrary.from_files([data], show_progress=show_progress)
+
+
 def sample_crystals(
     checkpoint: str | Path,
     num_samples: int,
@@ -45,7 +58,8 @@ def sample_crystals(
     ``config`` (default: ``ReconstructConfig.preset(DEFAULT_BUDGET, seed=seed)``) into ``output``.
 
     Rerunning with the same ``output`` reuses the samples and resumes the reconstruction. ``templates``
-    (a TemplateLibrary, e.g. of the model's training split) feeds ``config.template_trials``.
+    (a TemplateLibrary) feeds ``config.template_trials``; by default, the model's training file when it is a
+    CSV that exists here.
 
     Returns:
         The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
@@ -61,6 +75,8 @@ def sample_crystals(
     ckpt_file = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
     loaded = load_checkpoint(ckpt_file, device=device)
     meta = loaded[1]
+    if templates is None and config.template_trials > 0 and reconstruct:
+        templates = _training_templates(meta, show_progress)
     sample_key = {
         "checkpoint_sha256": sha256_file(ckpt_file),
         "n": num_samples,

@@ -290,7 +290,8 @@ def add_reconstruction_args(
         metavar="FILE[,FILE]",
         help=f"{h}training crystals (CDVAE-format CSV(.gz), comma-separated) that --template-trials start "
         "from: crystals of the same atom count and element-count pattern, mapped into the decoded cell; "
-        "never the split being reconstructed (default: none)",
+        "never the split being reconstructed (default: none; srd-sample: the model's training file, when it "
+        "is a CSV that exists here)",
     )
     g.add_argument(
         "--template-trials",

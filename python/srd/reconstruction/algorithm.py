@@ -322,7 +322,7 @@ def _template_starts(pos, targets, keys, reps, cfg, templates) -> torch.Tensor:
     if cfg.template_trials > 0 and templates is not None:
         for b, d in enumerate(targets):
             starts = templates.starts(d.numbers, d.lengths, d.angles, cfg.template_trials, exclude={keys[b]})
-            cell = torch.as_tensor(d.lattice_matrix(), dtype=pos.dtype, device=pos.device)
+            cell = torch.as_tensor(np.array(d.lattice_matrix()), dtype=pos.dtype, device=pos.device)
             for trial, (frac, _) in enumerate(starts):
                 r = b * cfg.trials + trial
                 s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])

@@ -104,3 +104,20 @@ def test_template_starts_recover_a_crystal_uniform_starts_miss(library_csv):
     assert match_one(uniform.structure, s) is None
     assert match_one(templated.structure, s) is not None
     assert templated.loss < 1e-4 < uniform.loss
+
+
+def test_the_template_screen_starts_from_the_lowest_loss_candidate_and_counts_its_evaluations(library_csv):
+    from srd.reconstruction import ReconstructConfig
+    from srd.reconstruction.algorithm import reconstruct
+    from srd.reconstruction.templates import TemplateLibrary
+
+    _, d = _target()
+    lib = TemplateLibrary.from_files([library_csv])
+    n_candidates = len(lib.starts(d.numbers, d.lengths, d.angles, 8))
+    assert n_candidates > 1
+    one_step = ReconstructConfig(trials=1, hops=1, steps=1, template_trials=1)
+    plain = reconstruct([d], [TARGET], config=one_step, templates=lib)[0]
+    screened = reconstruct([d], [TARGET], config=one_step.replace(template_screen=8), templates=lib)[0]
+    assert plain.evaluations == 1 and screened.evaluations == 1 + n_candidates
+    assert screened.loss <= plain.loss  # the best of the candidates, not merely the closest cell shape
+    assert one_step.replace(template_screen=8).evaluations_per_crystal == 1 + 8

@@ -301,6 +301,13 @@ def add_reconstruction_args(
         + default("template_trials"),
     )
     g.add_argument(
+        "--template-screen",
+        type=int,
+        default=sup,
+        help=f"{h}score this many template candidates by their loss (one evaluation each) and start the "
+        "template trials from the lowest (0: the closest cell shapes)" + default("template_screen"),
+    )
+    g.add_argument(
         "--template-hop-size",
         type=float,
         default=sup,

@@ -315,20 +315,48 @@ def _symmetrize_winners(winners, targets, keys, cfg, params, device, progress) -
     return extra
 
 
-def _template_starts(pos, targets, keys, reps, cfg, templates) -> torch.Tensor:
-    """Put the first ``cfg.template_trials`` trials of every crystal on its best template starts (in place);
-    return the per-replica "started from a template" mask. Draws no random numbers."""
+def _template_starts(pos, targets, keys, reps, cfg, templates, params) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put the first ``cfg.template_trials`` trials of every crystal on its best template starts (in place).
+
+    With ``cfg.template_screen`` > template_trials, that many candidates (closest cell shapes first) are
+    scored by their loss as they are (one forward evaluation each, all crystals in one batch) and the
+    trials start from the lowest. Returns the per-replica "started from a template" mask and the
+    screening evaluations per crystal. Draws no random numbers."""
     templated = torch.zeros(len(reps.counts), dtype=torch.bool)
-    if cfg.template_trials > 0 and templates is not None:
-        for b, d in enumerate(targets):
-            starts = templates.starts(d.numbers, d.lengths, d.angles, cfg.template_trials, exclude={keys[b]})
-            cell = torch.as_tensor(np.array(d.lattice_matrix()), dtype=pos.dtype, device=pos.device)
-            for trial, (frac, _) in enumerate(starts):
-                r = b * cfg.trials + trial
-                s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
-                pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
-                templated[r] = True
-    return templated.to(pos.device)
+    screened = torch.zeros(len(targets), dtype=torch.int64)
+    if cfg.template_trials <= 0 or templates is None:
+        return templated.to(pos.device), screened
+    k = max(cfg.template_trials, cfg.template_screen)
+    starts = [
+        templates.starts(d.numbers, d.lengths, d.angles, k, exclude={keys[b]}) for b, d in enumerate(targets)
+    ]
+    if cfg.template_screen > cfg.template_trials and any(len(c) > cfg.template_trials for c in starts):
+        owners = [b for b, c in enumerate(starts) for _ in c]
+        cand = _Replicas([targets[b] for b in owners], 1, pos.dtype, pos.device, cfg.dmin_weight)
+        x = torch.cat(
+            [
+                torch.as_tensor(f, dtype=pos.dtype, device=pos.device)
+                @ torch.as_tensor(np.array(targets[b].lattice_matrix()), dtype=pos.dtype, device=pos.device)
+                for b, c in enumerate(starts)
+                for f, _ in c
+            ]
+        )
+        with torch.no_grad():
+            losses = _loss(x, cand, params).double().cpu()
+        offset = 0
+        for b, c in enumerate(starts):
+            order = torch.argsort(losses[offset : offset + len(c)], stable=True).tolist()
+            screened[b] = len(c)
+            starts[b] = [c[i] for i in order]
+            offset += len(c)
+    for b, d in enumerate(targets):
+        cell = torch.as_tensor(np.array(d.lattice_matrix()), dtype=pos.dtype, device=pos.device)
+        for trial, (frac, _) in enumerate(starts[b][: cfg.template_trials]):
+            r = b * cfg.trials + trial
+            s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+            pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
+            templated[r] = True
+    return templated.to(pos.device), screened
 
 
 def reconstruct(
@@ -412,7 +440,7 @@ def reconstruct(
             s0 = int(reps.ptr[b * cfg.trials])
             pos[s0 : s0 + targets[b].n_atoms] = x
     projector, symmetric = _symmetric_starts(pos, targets, keys, reps, cfg)
-    templated = _template_starts(pos, targets, keys, reps, cfg, templates)
+    templated, screened = _template_starts(pos, targets, keys, reps, cfg, templates, params)
     best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
     best_pos = pos.clone()
     evals = torch.zeros(n_reps, dtype=torch.int64, device=device)
@@ -464,9 +492,9 @@ def reconstruct(
         winners.append((float(bl[b].min()), best_pos[s:e].detach().double().cpu().numpy(), None))
     if cfg.symmetrize_tol > 0:
         extra = _symmetrize_winners(winners, targets, keys, cfg, params, device, progress)
-        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + extra
+        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + extra + screened
     else:
-        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu()
+        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + screened
 
     seconds = time.perf_counter() - t0
     total_atoms = sum(d.n_atoms for d in targets)

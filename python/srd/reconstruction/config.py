@@ -52,6 +52,9 @@ class ReconstructConfig:
     # --templates FILE); without one, or when no template fits, these trials start uniformly at random.
     template_trials: int = 0
     template_hop_size: float = 0.3
+    # Score this many template candidates (closest cell shapes first) by their loss as they are, one
+    # evaluation each, and start the template trials from the lowest (0: the closest cell shapes).
+    template_screen: int = 0
     symmetric_hop_size: float = 0.3
     # Final symmetrisation: snap every trial's best structure onto the space group spglib finds within
     # symmetrize_tol Angstrom, polish it there (polish_steps, projected) and keep it only when its loss
@@ -99,8 +102,9 @@ class ReconstructConfig:
 
     @property
     def evaluations_per_crystal(self) -> int:
-        """Descriptor evaluations (forward + backward) per crystal at this budget, without early stopping."""
-        return self.trials * (self.hops * self.steps + self.polish_steps)
+        """Descriptor evaluations per crystal at this budget, without early stopping (forward + backward;
+        the template screen's forward-only evaluations count as whole ones, an upper bound)."""
+        return self.trials * (self.hops * self.steps + self.polish_steps) + self.template_screen
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +141,7 @@ _FIELD_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "symmetric_trials": ("int", lambda v: v >= 0, "an integer >= 0 (at most trials)"),
     "template_trials": ("int", lambda v: v >= 0, "an integer >= 0 (at most trials)"),
     "template_hop_size": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (Angstrom)"),
+    "template_screen": ("int", lambda v: v >= 0, "an integer >= 0"),
     "symmetric_hop_size": ("float", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (Angstrom)"),
     "symmetrize_tol": (
         "float",

@@ -22,6 +22,7 @@ generative model has seen anyway.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def _shape(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return np.concatenate([np.log(lengths / vol ** (1 / 3)), c])
 
 
+@functools.lru_cache(maxsize=None)
 def _electronegativity(z: int) -> float:
     from pymatgen.core import Element
 
@@ -72,7 +74,10 @@ class TemplateLibrary:
         self._index: dict[tuple, list[int]] = {}
         for k, t in enumerate(self.templates):
             self._index.setdefault((len(t.numbers), t.pattern), []).append(k)
-        self._shapes = [_shape(t.lengths, t.angles) for t in self.templates]
+        # [templates, 6 axis permutations, 6] cell shapes, for vectorised ranking
+        self._shapes = np.array(
+            [[_shape(t.lengths[list(p)], t.angles[list(p)]) for p in _PERMS] for t in self.templates]
+        ).reshape(len(self.templates), len(_PERMS), 6)
 
     def provenance(self) -> list[dict]:
         """The library's files with their sha256 (recorded in a run's config.json)."""
@@ -108,19 +113,12 @@ class TemplateLibrary:
         if not found or k <= 0:
             return []
         lengths, angles = np.asarray(lengths, float), np.asarray(angles, float)
-        ranked = []
-        for i in found:
-            t = self.templates[i]
-            for perm in _PERMS:
-                d = np.abs(
-                    _shape(t.lengths[list(perm)], t.angles[list(perm)]) - _shape(lengths, angles)
-                ).sum()
-                ranked.append((d, i, perm))
-        ranked.sort(key=lambda r: r[0])
-        best: dict[int, tuple] = {}
-        for d, i, perm in ranked:  # each template once, with its best axis permutation
-            best.setdefault(i, (d, i, perm))
-        order = sorted(best.values(), key=lambda r: r[0])
+        found = np.asarray(found)
+        dist = np.abs(self._shapes[found] - _shape(lengths, angles)).sum(axis=2)  # [candidates, perms]
+        best_perm = dist.argmin(axis=1)  # each template once, with its best axis permutation
+        best_dist = dist[np.arange(len(found)), best_perm]
+        keep = np.argsort(best_dist, kind="stable")[: max(k, 0)]
+        order = [(best_dist[j], int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
         out = []
         for rank in range(2):  # first every template's best element assignment, then the second ones
             for _, i, perm in order:
@@ -210,7 +208,8 @@ def _read_cached(path: Path, show_progress: bool) -> list[Template]:
     return templates
 
 
-def _unpack(z) -> list[Template]:
+def _unpack(npz) -> list[Template]:
+    z = {k: npz[k] for k in npz.files}  # an NpzFile reads an array again at every access: once each here
     ptr = np.concatenate([[0], np.cumsum(z["counts"])])
     return [
         Template(

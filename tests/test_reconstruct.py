@@ -162,23 +162,31 @@ def test_presets_are_data_with_the_known_values():
     assert ReconstructConfig.preset("paper").evaluations_per_crystal == 12600
     assert preset("paper+swap") == ReconstructConfig(swap_prob=0.5, tol=1e-4)
     assert preset("paper/10") == ReconstructConfig(trials=6, hops=2, steps=105)
-    fast = ReconstructConfig(trials=6, hops=2, steps=100, polish_steps=10, tol=1e-4, template_trials=4)
+    fast = ReconstructConfig(
+        trials=6, hops=2, steps=95, polish_steps=10, tol=1e-4, template_trials=4, template_screen=60
+    )
     assert preset("fast") == fast
     assert fast.evaluations_per_crystal == 1260  # the "a tenth of the paper's budget"
     assert preset("fast+sym") == fast.replace(symmetrize_tol=0.1)
-    assert preset("fast/uniform") == fast.replace(template_trials=0)
-    assert preset("fast/symmetric") == fast.replace(template_trials=0, symmetric_trials=4)
+    noscreen = ReconstructConfig(trials=6, hops=2, steps=100, polish_steps=10, tol=1e-4, template_trials=4)
+    assert preset("fast/noscreen") == noscreen
+    assert preset("fast/uniform") == noscreen.replace(template_trials=0)
+    assert preset("fast/symmetric") == noscreen.replace(template_trials=0, symmetric_trials=4)
     assert preset("paper+templates") == ReconstructConfig(
         steps=290, polish_steps=50, tol=1e-4, template_trials=4
     )
-    assert preset("paper+templates").evaluations_per_crystal <= 12600
+    for name in ("paper+templates", "fast-630", "fast-2520"):
+        assert (
+            preset(name).evaluations_per_crystal
+            <= {"paper+templates": 12600, "fast-630": 630, "fast-2520": 2520}[name]
+        )
     fast_2k = ReconstructConfig(trials=3, hops=8, steps=100, tol=1e-4, swap_prob=0.5, polish_steps=50)
     assert preset("fast-2k") == fast_2k
     assert preset("fast-noswap") == fast_2k.replace(swap_prob=0.0)
     assert preset("tiny") == ReconstructConfig(trials=1, hops=1, steps=5)
     assert preset("fast", seed=7, trials=8) == fast.replace(seed=7, trials=8)
     assert BUDGETS["paper"] == ["--trials", "6", "--hops", "7", "--steps", "300"]
-    assert BUDGETS["fast"][-2:] == ["--template-trials", "4"]
+    assert BUDGETS["fast"][-2:] == ["--template-screen", "60"]
     with pytest.raises(ValueError, match=r"unknown reconstruction preset 'nope'; known: paper, paper\+swap"):
         preset("nope")
     with pytest.raises(ValueError, match=r"preset 'fast' with overrides: .*trials: expected an integer >= 1"):

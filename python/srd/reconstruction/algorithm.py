@@ -328,7 +328,10 @@ def _template_starts(pos, targets, keys, reps, cfg, templates, params) -> tuple[
         return templated.to(pos.device), screened
     k = max(cfg.template_trials, cfg.template_screen)
     starts = [
-        templates.starts(d.numbers, d.lengths, d.angles, k, exclude={keys[b]}) for b, d in enumerate(targets)
+        templates.starts(
+            d.numbers, d.lengths, d.angles, k, exclude={keys[b]}, assignments=6 if cfg.template_screen else 2
+        )
+        for b, d in enumerate(targets)
     ]
     if cfg.template_screen > cfg.template_trials and any(len(c) > cfg.template_trials for c in starts):
         owners = [b for b, c in enumerate(starts) for _ in c]

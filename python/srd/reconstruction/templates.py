@@ -57,7 +57,7 @@ def _shape(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return np.concatenate([np.log(lengths / vol ** (1 / 3)), c])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _electronegativity(z: int) -> float:
     from pymatgen.core import Element
 
@@ -103,11 +103,18 @@ class TemplateLibrary:
         return self._index.get((n_atoms, pattern), [])
 
     def starts(
-        self, numbers: Sequence[int], lengths, angles, k: int, exclude: set[str] = frozenset()
+        self,
+        numbers: Sequence[int],
+        lengths,
+        angles,
+        k: int,
+        exclude: set[str] = frozenset(),
+        assignments: int = 2,
     ) -> list[tuple[np.ndarray, str]]:
         """Up to ``k`` starts (fractional positions [n, 3] with atoms in the order of ``numbers``, template
         id) for a decoded target (``numbers`` grouped by element, ascending Z as Decoded has them), best
-        first: the closest cell shapes, each with its best element assignment, then second assignments."""
+        first: the closest cell shapes, each with its best element assignment, then the second
+        assignments, and so on up to ``assignments`` per template."""
         numbers = list(numbers)
         found = [i for i in self.candidates(len(numbers), numbers) if self.templates[i].id not in exclude]
         if not found or k <= 0:
@@ -120,13 +127,14 @@ class TemplateLibrary:
         keep = np.argsort(best_dist, kind="stable")[: max(k, 0)]
         order = [(best_dist[j], int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
         out = []
-        for rank in range(2):  # first every template's best element assignment, then the second ones
-            for _, i, perm in order:
-                assignments = _assignments(self.templates[i].numbers, numbers)
-                if rank < len(assignments):
-                    out.append((self._place(i, perm, assignments[rank], numbers), self.templates[i].id))
-                if len(out) == k:
-                    return out
+        maps = [_assignments(self.templates[i].numbers, numbers, assignments) for _, i, _ in order]
+        if assignments > 2:  # for a screen: each template with all its assignments, closest shapes first
+            pairs = [(j, r) for j, m in enumerate(maps) for r in range(len(m))]
+        else:  # every template's best element assignment, then the second ones
+            pairs = [(j, r) for r in range(assignments) for j, m in enumerate(maps) if r < len(m)]
+        for j, r in pairs[:k]:
+            _, i, perm = order[j]
+            out.append((self._place(i, perm, maps[j][r], numbers), self.templates[i].id))
         return out
 
     def _place(self, i: int, perm, mapping: dict[int, int], numbers: list[int]) -> np.ndarray:
@@ -140,9 +148,12 @@ class TemplateLibrary:
         return np.mod(np.concatenate([np.array(by_target[z]) for z in dict.fromkeys(numbers)]), 1.0)
 
 
-def _assignments(template_numbers: Sequence[int], numbers: Sequence[int]) -> list[dict[int, int]]:
-    """Element maps template Z -> target Z that keep every element's count: the one that keeps the
-    electronegativity order within equal counts first, then the one that reverses it (when different)."""
+def _assignments(
+    template_numbers: Sequence[int], numbers: Sequence[int], limit: int = 2
+) -> list[dict[int, int]]:
+    """Up to ``limit`` element maps template Z -> target Z that keep every element's count, best guess
+    first: within each group of equal counts, the electronegativity order kept; then the reversed order;
+    then the other permutations (what the template screen can choose from)."""
 
     def groups(nums):
         counts: dict[int, int] = {}
@@ -154,9 +165,18 @@ def _assignments(template_numbers: Sequence[int], numbers: Sequence[int]) -> lis
         return {c: sorted(zs, key=lambda z: (_electronegativity(z), z)) for c, zs in by_count.items()}
 
     gt, gn = groups(template_numbers), groups(numbers)
-    first = {zt: zn for c in gt for zt, zn in zip(gt[c], gn[c])}
-    second = {zt: zn for c in gt for zt, zn in zip(gt[c], reversed(gn[c]))}
-    return [first] if second == first else [first, second]
+    keys = sorted(gt)
+    first = {zt: zn for c in keys for zt, zn in zip(gt[c], gn[c])}
+    second = {zt: zn for c in keys for zt, zn in zip(gt[c], reversed(gn[c]))}
+    out = [first] + ([second] if second != first else [])
+    if len(out) < limit:
+        for combo in itertools.product(*[itertools.permutations(gn[c]) for c in keys]):
+            m = {zt: zn for c, perm in zip(keys, combo) for zt, zn in zip(gt[c], perm)}
+            if m not in out:
+                out.append(m)
+            if len(out) >= limit:
+                break
+    return out[:limit]
 
 
 def _read_cached(path: Path, show_progress: bool) -> list[Template]:

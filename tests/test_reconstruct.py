@@ -223,7 +223,9 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     assert reconstruct_config(p.parse_args([*base, "--trials", "2"])) == ReconstructConfig(trials=2)
     sp = sample_cli.build_parser()
     args = sp.parse_args(["run", "-n", "2", "-o", "out"])
-    assert args.budget == sample_cli.DEFAULT_BUDGET == "paper" and reconstruct_config(args) == preset("paper")
+    assert args.budget == sample_cli.DEFAULT_BUDGET == "fast+sym" and reconstruct_config(args) == preset(
+        "fast+sym"
+    )
     args = sp.parse_args(["run", "-n", "2", "-o", "out", "--budget", "tiny", "--dmin-weight", "10"])
     assert reconstruct_config(args) == preset("tiny", dmin_weight=10.0)
     # every preset equals its documented flags (presets.toml, --help) given on the command line

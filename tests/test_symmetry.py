@@ -115,5 +115,7 @@ def test_symmetric_trials_are_reproducible_and_leave_the_uniform_trials_alone(on
 def test_symmetric_trials_cannot_exceed_trials():
     from srd.reconstruction import ReconstructConfig
 
-    with pytest.raises(ValueError, match="symmetric_trials: expected at most trials = 2, found 3"):
+    with pytest.raises(
+        ValueError, match=r"symmetric_trials \+ template_trials: expected at most trials = 2, found 3 \+ 0"
+    ):
         ReconstructConfig(trials=2, symmetric_trials=3)

@@ -53,8 +53,8 @@ sample (N, S) is refused. Scale out with
 
 examples:
   srd-reconstruct data/perov_5/test.csv.gz -o out --limit 20
-  srd-reconstruct data/perov_5/test.csv.gz -o out_fast --limit 100 --budget fast
-  srd-reconstruct data/mp_20/test.csv.gz -o out_mp --sample 50 --sample-seed 0 --budget fast
+  srd-reconstruct data/perov_5/test.csv.gz -o out_fast --limit 100 --budget fast --templates data/perov_5/train.csv.gz
+  srd-reconstruct data/mp_20/test.csv.gz -o out_mp --sample 50 --sample-seed 0 --budget fast --templates data/mp_20/train_PARTIAL.csv.gz,data/mp_20/val.csv.gz
   srd-reconstruct data/mp_20/test.csv.gz -o out_mp2 --limit 100 --trials 2 --hops 3 --steps 200
 """
 

@@ -30,8 +30,12 @@ eval_gen.pt (CDVAE's layout, so the community's evaluators read it) and summary.
 their reasons; seconds per crystal in diffusion and in reconstruction). Rerunning with the same OUT
 reuses the samples and resumes the reconstruction. Evaluate with `srd-evaluate gen OUT --reference ...`.
 
-The reconstruction budget is the paper's unless --budget NAME picks another (listed under
-"reconstruction" below); flags given explicitly override the budget's values.
+The reconstruction budget is fast+sym (<= 1,260 evaluations per crystal: template starts from the
+model's training crystals, screened by their loss, then snapped onto the space group found within
+0.1 A when that does not raise the loss) unless --budget NAME picks another (listed under
+"reconstruction" below; --budget paper is the paper's Algorithm 2); flags given explicitly override
+the budget's values. The template trials start from the model's training file (the run's config `data`)
+when it is a CSV that exists here, or from --templates FILE.
 
 examples:
   srd-sample runs/perov/checkpoint.pt -n 32 -o samples --sampling-steps 100

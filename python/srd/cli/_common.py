@@ -36,6 +36,7 @@ __all__ = [
     "add_reconstruction_args",
     "reconstruct_config",
     "template_library",
+    "add_templates_arg",
 ]
 
 
@@ -43,24 +44,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show defaults in --help and keep the description's line breaks."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, refused as "expected <expected>, got ..." otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
+        return v
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -284,14 +284,10 @@ def add_reconstruction_args(
         help=f"{h}weight of the d_min entry in the L1 loss relative to one pooled-EAD entry (the paper: 1); "
         "a larger weight keeps generated crystals from overlapping atoms" + default("dmin_weight"),
     )
-    g.add_argument(
-        "--templates",
+    add_templates_arg(
+        g,
+        f"{h}(default: none; srd-sample: the model's training file, when it is a CSV that exists here)",
         default=sup,
-        metavar="FILE[,FILE]",
-        help=f"{h}training crystals (CDVAE-format CSV(.gz), comma-separated) that --template-trials start "
-        "from: crystals of the same atom count and element-count pattern, mapped into the decoded cell; "
-        "never the split being reconstructed (default: none; srd-sample: the model's training file, when it "
-        "is a CSV that exists here)",
     )
     g.add_argument(
         "--template-trials",
@@ -335,6 +331,19 @@ def add_reconstruction_args(
         help=f"{h}snap each crystal's best structure onto the space group spglib finds within this "
         "tolerance (Angstrom), polish it there and keep it only when its loss is not higher (0 = off)"
         + default("symmetrize_tol"),
+    )
+
+
+def add_templates_arg(p, default_help: str = "(default: none)", default=None) -> None:
+    """--templates FILE[,FILE], the one definition of the flag (srd-reconstruct, srd-sample, the
+    experiments); :func:`template_library` reads it."""
+    p.add_argument(
+        "--templates",
+        default=default,
+        metavar="FILE[,FILE]",
+        help="training crystals (CDVAE-format CSV(.gz), comma-separated) that the template trials start "
+        "from: crystals of the same atom count and element-count pattern, mapped into the decoded cell; "
+        f"never the split being reconstructed {default_help}",
     )
 
 

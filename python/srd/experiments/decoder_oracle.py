@@ -7,7 +7,7 @@ and at the paper's looser SyMat thresholds) against the test split, beside the s
 A decoder that loses nothing gives the same coverage for both.
 
     python -m srd.experiments.decoder_oracle data/perov_5/val.csv.gz data/perov_5/test.csv.gz \\
-        --sample 300 --budget fast --templates data/perov_5/train.csv.gz --out runs/oracle_perov
+        --sample 300 --templates data/perov_5/train.csv.gz --out runs/oracle_perov
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli._common import budget_help, non_negative_int, positive_int, run, template_library
+from ..cli._common import (
+    add_quiet_arg,
+    add_templates_arg,
+    budget_help,
+    non_negative_int,
+    positive_int,
+    run,
+    template_library,
+)
+from ..generate import DEFAULT_BUDGET
 from ..reconstruction import PRESETS, get_preset
 
 PROG = "python -m srd.experiments.decoder_oracle"
@@ -35,19 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=positive_int, default=300, help="seeded sample size (default 300)")
     p.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the sample (default 0)")
     p.add_argument(
-        "--budget", choices=list(PRESETS), default="fast", metavar="NAME", help="reconstruction budget"
+        "--budget",
+        choices=list(PRESETS),
+        default=DEFAULT_BUDGET,
+        metavar="NAME",
+        help=f"reconstruction budget (default {DEFAULT_BUDGET}, srd-sample's)",
     )
-    p.add_argument(
-        "--templates",
-        default=None,
-        metavar="FILE[,FILE]",
-        help="training crystals for the budget's template trials (never the crystals' own split)",
-    )
+    add_templates_arg(p)
     p.add_argument("--dataset", default=None, help="benchmark name (default: from the path)")
     p.add_argument("--out", required=True, help="output folder (resumes)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="crystals per batch (default 32)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     return p
 
 

@@ -19,7 +19,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli._common import budget_help, non_negative_int, positive_int, run, template_library
+from ..cli._common import (
+    add_templates_arg,
+    budget_help,
+    non_negative_int,
+    positive_int,
+    run,
+    template_library,
+)
 from ..reconstruction import PRESETS, get_preset
 
 PROG = "python -m srd.experiments.recon_budget"
@@ -77,12 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_budgets("paper,paper/10,fast"),
         help=f"comma-separated budget names, from: {', '.join(PRESETS)} (default paper,paper/10,fast)",
     )
-    p.add_argument(
-        "--templates",
-        default=None,
-        metavar="FILE[,FILE]",
-        help="training crystals for the budgets' template trials (never the split being reconstructed)",
-    )
+    add_templates_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="crystals per batch (default 32)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")

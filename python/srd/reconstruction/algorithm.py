@@ -72,9 +72,8 @@ class _Replicas:
         counts = [d.n_atoms for d in targets]
         self.counts = torch.tensor([c for c in counts for _ in range(trials)], dtype=torch.int64)
         self.ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.counts, 0)]).to(device)
-        self.cells = torch.stack(
-            [torch.tensor(d.lattice_matrix(), dtype=dtype) for d in targets for _ in range(trials)]
-        ).to(device)
+        cells = torch.stack([torch.tensor(d.lattice_matrix(), dtype=dtype) for d in targets])  # once each
+        self.cells = cells.repeat_interleave(trials, dim=0).to(device)
         self.numbers = torch.tensor(
             [z for d in targets for _ in range(trials) for z in d.numbers], dtype=torch.int64, device=device
         )
@@ -86,6 +85,11 @@ class _Replicas:
         if dmin_weight != 1.0:
             self.weight = torch.ones(self.target.shape[1], dtype=dtype, device=device)
             self.weight[-1] = dmin_weight
+
+    def place_(self, pos: torch.Tensor, replica: int, frac) -> None:
+        """Put replica ``replica``'s atoms at fractional coordinates ``frac`` [n, 3] of its cell."""
+        s, e = int(self.ptr[replica]), int(self.ptr[replica + 1])
+        pos[s:e] = torch.as_tensor(np.asarray(frac), dtype=pos.dtype, device=pos.device) @ self.cells[replica]
 
 
 def _loss(pos, reps: _Replicas, params: EADParams, active_atoms=None, active_reps=None) -> torch.Tensor:
@@ -244,21 +248,19 @@ def _symmetric_starts(pos, targets, keys, reps, cfg):
             rng = np.random.default_rng([crystal_seed(cfg.seed, keys[b]), 1])
             lattice = d.lattice_matrix()
             min_dist = float(np.clip(0.8 * float(d.target[-1]), 0.5, 3.0))
-            cell = torch.as_tensor(lattice, dtype=pos.dtype, device=pos.device)
             for trial in range(cfg.trials - cfg.symmetric_trials, cfg.trials):
                 start = choose_start(lattice, list(d.numbers), rng, min_dist=min_dist)
                 if start is None:
                     continue
                 frac, group, src = start
                 r = b * cfg.trials + trial
-                s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
-                pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
-                entries.append((s, group, src))
+                reps.place_(pos, r, frac)
+                entries.append((int(reps.ptr[r]), group, src))
                 symmetric[r] = True
-    return SymmetryProjector(entries, reps.n_atoms, pos.dtype, pos.device), symmetric.to(pos.device)
+    return SymmetryProjector(entries, pos.dtype, pos.device), symmetric.to(pos.device)
 
 
-def _symmetrize_winners(winners, targets, keys, cfg, params, device, progress) -> torch.Tensor:
+def _symmetrize_winners(winners, targets, cfg, params, device, progress) -> torch.Tensor:
     """Snap each crystal's best structure onto the space group spglib finds within cfg.symmetrize_tol,
     polish it there (projected; polish_steps, at least one evaluation) and keep it only when its loss is
     not higher than the unsymmetrised structure's. Updates ``winners`` in place; returns the extra
@@ -281,7 +283,7 @@ def _symmetrize_winners(winners, targets, keys, cfg, params, device, progress) -
     pdtype = _DTYPES[cfg.polish_dtype]
     sub = [targets[b] for b in chosen]
     reps = _Replicas(sub, 1, pdtype, device, cfg.dmin_weight)
-    projector = SymmetryProjector(entries, reps.n_atoms, pdtype, device)
+    projector = SymmetryProjector(entries, pdtype, device)
     pos = torch.cat([torch.as_tensor(winners[b][1], dtype=pdtype, device=device) for b in chosen])
     projector.project_(pos, reps.atom_cells)
     best_loss = torch.full((len(chosen),), math.inf, dtype=torch.float64, device=device)
@@ -336,14 +338,9 @@ def _template_starts(pos, targets, keys, reps, cfg, templates, params) -> tuple[
     if cfg.template_screen > cfg.template_trials and any(len(c) > cfg.template_trials for c in starts):
         owners = [b for b, c in enumerate(starts) for _ in c]
         cand = _Replicas([targets[b] for b in owners], 1, pos.dtype, pos.device, cfg.dmin_weight)
-        x = torch.cat(
-            [
-                torch.as_tensor(f, dtype=pos.dtype, device=pos.device)
-                @ torch.as_tensor(np.array(targets[b].lattice_matrix()), dtype=pos.dtype, device=pos.device)
-                for b, c in enumerate(starts)
-                for f, _ in c
-            ]
-        )
+        x = torch.empty((cand.n_atoms, 3), dtype=pos.dtype, device=pos.device)
+        for r, (f, _) in enumerate(f for c in starts for f in c):
+            cand.place_(x, r, f)
         with torch.no_grad():
             losses = _loss(x, cand, params).double().cpu()
         offset = 0
@@ -352,13 +349,10 @@ def _template_starts(pos, targets, keys, reps, cfg, templates, params) -> tuple[
             screened[b] = len(c)
             starts[b] = [c[i] for i in order]
             offset += len(c)
-    for b, d in enumerate(targets):
-        cell = torch.as_tensor(np.array(d.lattice_matrix()), dtype=pos.dtype, device=pos.device)
+    for b in range(len(targets)):
         for trial, (frac, _) in enumerate(starts[b][: cfg.template_trials]):
-            r = b * cfg.trials + trial
-            s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
-            pos[s:e] = torch.as_tensor(frac, dtype=pos.dtype, device=pos.device) @ cell
-            templated[r] = True
+            reps.place_(pos, b * cfg.trials + trial, frac)
+            templated[b * cfg.trials + trial] = True
     return templated.to(pos.device), screened
 
 
@@ -427,7 +421,7 @@ def reconstruct(
 
     # Fresh uniform fractional coordinates for every trial.
     frac = per_crystal_uniform(lambda b: (cfg.trials * targets[b].n_atoms, 3))
-    pos = torch.einsum("nk,nkl->nl", frac, reps.cells[reps.replica_of_atom])
+    pos = torch.einsum("nk,nkl->nl", frac, reps.atom_cells)
     if initial is not None:
         if len(initial) != len(targets):
             raise ValueError(f"reconstruct: {len(initial)} initial structures for {len(targets)} targets")
@@ -493,11 +487,9 @@ def reconstruct(
         r = b * cfg.trials + int(torch.argmin(bl[b]))
         s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
         winners.append((float(bl[b].min()), best_pos[s:e].detach().double().cpu().numpy(), None))
+    evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + screened
     if cfg.symmetrize_tol > 0:
-        extra = _symmetrize_winners(winners, targets, keys, cfg, params, device, progress)
-        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + extra + screened
-    else:
-        evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + screened
+        evals_per_crystal += _symmetrize_winners(winners, targets, cfg, params, device, progress)
 
     seconds = time.perf_counter() - t0
     total_atoms = sum(d.n_atoms for d in targets)

@@ -67,16 +67,23 @@ def _wrap(d: np.ndarray) -> np.ndarray:
     return d - np.round(d)
 
 
-def _dedupe_ops(rot: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _op_key(rot: np.ndarray, trans: np.ndarray) -> tuple:
+    """A hashable identity of one operation (integer rotation, translation mod 1 on a 1/48 grid)."""
+    return (tuple(np.rint(rot).astype(int).ravel()), tuple(np.round(trans * 48).astype(int) % 48))
+
+
+def _dedupe_ops(rot: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The distinct operations (rotations, translations in [0, 1)) and the group's identity: the sorted
+    keys of its operations."""
     trans = np.mod(trans, 1.0)
     trans[np.abs(trans - 1.0) < 1e-6] = 0.0
-    keys, keep = set(), []
+    keys, keep = {}, []
     for k in range(len(rot)):
-        key = (tuple(np.rint(rot[k]).astype(int).ravel()), tuple(np.round(trans[k] * 48).astype(int) % 48))
+        key = _op_key(rot[k], trans[k])
         if key not in keys:
-            keys.add(key)
+            keys[key] = k
             keep.append(k)
-    return np.rint(rot[keep]), trans[keep]
+    return np.rint(rot[keep]), trans[keep], tuple(sorted(keys))
 
 
 def _quiet_spglib(fn):
@@ -124,15 +131,7 @@ def _lattice_groups_cached(lattice_key: tuple, symprec: float) -> tuple[Group, .
             if np.abs(np.einsum("gji,jk,gkl->gil", R, metric, R) - metric).max() > 0.05 * scale:
                 continue
             t = np.einsum("ij,gj->gi", Pinv, np.einsum("gij,j->gi", W, p) + ops["translations"] - p)
-            R, t = _dedupe_ops(R, t)
-            key = tuple(
-                sorted(
-                    zip(
-                        map(tuple, R.reshape(len(R), -1).astype(int)),
-                        map(tuple, np.round(t * 48).astype(int) % 48),
-                    )
-                )
-            )
+            R, t, key = _dedupe_ops(R, t)
             centring = int(sum(np.array_equal(w, np.eye(3)) for w in W))
             misfit = abs(np.log(abs(np.linalg.det(Pinv)) / centring))
             if key in best and best[key][0] <= misfit + 1e-9:
@@ -300,11 +299,11 @@ def site_permutations(
 class SymmetryProjector:
     """The orbit average, batched over replicas: f_j <- f_j + mean_g wrap(R_g f_src[g,j] + t_g - f_j).
 
-    Built from (first atom of the replica, Group, src) per constrained replica; other replicas are left
-    as they are. Applied to Cartesian positions with the replicas' cells. It maps any structure onto the
-    group's invariant positions (a projection: applying it twice changes nothing)."""
+    Built from (first atom of the replica, Group, src) per constrained replica. Only the atoms of those
+    replicas are read and written: the others are left bit for bit as they are. It maps a structure onto
+    the group's invariant positions (a projection: applying it twice changes nothing)."""
 
-    def __init__(self, entries, n_atoms: int, dtype, device):
+    def __init__(self, entries, dtype, device):
         dst, srcs, rot, trans, w = [], [], [], [], []
         for offset, group, src in entries:
             g, n = src.shape
@@ -317,12 +316,14 @@ class SymmetryProjector:
         if self.empty:
             return
         as_t = functools.partial(torch.as_tensor, device=device)
-        self.dst = as_t(np.concatenate(dst), dtype=torch.int64)
-        self.src = as_t(np.concatenate(srcs), dtype=torch.int64)
+        dst, srcs = np.concatenate(dst), np.concatenate(srcs)
+        atoms = np.unique(dst)  # every atom of a constrained replica (src atoms are among them)
+        self.atoms = as_t(atoms, dtype=torch.int64)
+        self.dst = as_t(np.searchsorted(atoms, dst), dtype=torch.int64)  # indices into self.atoms
+        self.src = as_t(np.searchsorted(atoms, srcs), dtype=torch.int64)
         self.rot = as_t(np.concatenate(rot), dtype=dtype)
         self.trans = as_t(np.concatenate(trans), dtype=dtype)
         self.w = as_t(np.concatenate(w), dtype=dtype)[:, None]
-        self.n_atoms = n_atoms
 
     def to(self, dtype) -> SymmetryProjector:
         if not self.empty:
@@ -334,15 +335,12 @@ class SymmetryProjector:
         """Project Cartesian positions [N, 3] in place (atom_cells [N, 3, 3]: each atom's cell rows)."""
         if self.empty:
             return
-        frac = torch.linalg.solve(atom_cells.transpose(1, 2), pos.unsqueeze(-1)).squeeze(-1)
-        img = torch.einsum("mij,mj->mi", self.rot, frac[self.src]) + self.trans
-        d = img - frac[self.dst]
+        cells = atom_cells[self.atoms]
+        frac = torch.linalg.solve(cells.transpose(1, 2), pos[self.atoms].unsqueeze(-1)).squeeze(-1)
+        d = torch.einsum("mij,mj->mi", self.rot, frac[self.src]) + self.trans - frac[self.dst]
         d = d - torch.round(d)
-        delta = torch.zeros_like(frac).index_add_(0, self.dst, self.w * d)
-        touched = torch.zeros(frac.shape[0], dtype=torch.bool, device=frac.device)
-        touched[self.dst] = True
-        new = torch.where(touched[:, None], frac + delta, frac)
-        pos.copy_(torch.einsum("nk,nkl->nl", new, atom_cells))
+        frac = frac + torch.zeros_like(frac).index_add_(0, self.dst, self.w * d)
+        pos[self.atoms] = torch.einsum("nk,nkl->nl", frac, cells)
 
 
 @_quiet_spglib
@@ -356,7 +354,7 @@ def detect_symmetry(
     data = spglib.get_symmetry_dataset((lattice, np.mod(frac, 1.0), list(numbers)), symprec=symprec)
     if data is None or data.number <= 1:
         return None
-    R, t = _dedupe_ops(np.asarray(data.rotations, float), np.asarray(data.translations, float))
+    R, t, _ = _dedupe_ops(np.asarray(data.rotations, float), np.asarray(data.translations, float))
     group = Group(int(data.number), int(data.hall_number), str(data.international), R, t)
     src = site_permutations(group, np.mod(frac, 1.0), numbers, tol=max(0.05, symprec))
     return None if src is None else (group, src)
@@ -408,8 +406,6 @@ def choose_start(
     for g in groups:
         per_number[g.number] = per_number.get(g.number, 0) + 1
     w = np.array([prior[g.number] / per_number[g.number] for g in groups])
-    # A group whose order does not divide into the counts can still hold them on special positions, but
-    # the smallest orbit of a group without fixed points is large: skip groups that cannot, cheaply.
     available = list(range(len(groups)))
     for _ in range(max_groups):
         if not available:

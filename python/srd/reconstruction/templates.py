@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +46,22 @@ class Template:
 
     @property
     def pattern(self) -> tuple[int, ...]:
-        """The sorted element counts (e.g. (1, 1, 3) for ABX3): what a target must share."""
-        return tuple(sorted(self.numbers.count(z) for z in set(self.numbers)))
+        return count_pattern(self.numbers)
+
+
+def count_pattern(numbers: Sequence[int]) -> tuple[int, ...]:
+    """The sorted element counts (e.g. (1, 1, 3) for ABX3): what a template and its target share."""
+    return tuple(sorted(Counter(numbers).values()))
 
 
 def _shape(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """A scale-free description of a cell: log lengths over the cube root of the volume, cos angles."""
-    a = np.radians(angles)
-    c = np.cos(a)
-    vol = np.prod(lengths) * np.sqrt(max(1 - (c**2).sum() + 2 * np.prod(c), 1e-12))
-    return np.concatenate([np.log(lengths / vol ** (1 / 3)), c])
+    """A scale-free description of cells [..., 3] lengths and angles: [..., 6] log lengths over the cube
+    root of the volume, then cos angles."""
+    c = np.cos(np.radians(angles))
+    vol = np.prod(lengths, axis=-1) * np.sqrt(
+        np.maximum(1 - (c**2).sum(axis=-1) + 2 * np.prod(c, axis=-1), 1e-12)
+    )
+    return np.concatenate([np.log(lengths / vol[..., None] ** (1 / 3)), c], axis=-1)
 
 
 @functools.cache
@@ -75,17 +82,17 @@ class TemplateLibrary:
         for k, t in enumerate(self.templates):
             self._index.setdefault((len(t.numbers), t.pattern), []).append(k)
         # [templates, 6 axis permutations, 6] cell shapes, for vectorised ranking
-        self._shapes = np.array(
-            [[_shape(t.lengths[list(p)], t.angles[list(p)]) for p in _PERMS] for t in self.templates]
-        ).reshape(len(self.templates), len(_PERMS), 6)
+        perms = np.array(_PERMS)  # a permutation of the axes permutes the lengths and the angles alike
+        self._shapes = _shape(
+            np.array([t.lengths for t in self.templates]).reshape(-1, 3)[:, perms],
+            np.array([t.angles for t in self.templates]).reshape(-1, 3)[:, perms],
+        )
 
     def provenance(self) -> list[dict]:
         """The library's files with their sha256 (recorded in a run's config.json)."""
         from ..utils import sha256_file
 
-        return [
-            {"path": str(Path(p).resolve()), "sha256": sha256_file(p), "crystals": None} for p in self.sources
-        ]
+        return [{"path": str(Path(p).resolve()), "sha256": sha256_file(p)} for p in self.sources]
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -98,9 +105,9 @@ class TemplateLibrary:
             templates += _read_cached(Path(p), show_progress)
         return cls(templates, [str(p) for p in paths])
 
-    def candidates(self, n_atoms: int, numbers: Sequence[int]) -> list[int]:
-        pattern = tuple(sorted(list(numbers).count(z) for z in set(numbers)))
-        return self._index.get((n_atoms, pattern), [])
+    def candidates(self, numbers: Sequence[int]) -> list[int]:
+        """Indices of the templates with the atom count and count pattern of ``numbers``."""
+        return self._index.get((len(numbers), count_pattern(numbers)), [])
 
     def starts(
         self,
@@ -116,24 +123,23 @@ class TemplateLibrary:
         first: the closest cell shapes, each with its best element assignment, then the second
         assignments, and so on up to ``assignments`` per template."""
         numbers = list(numbers)
-        found = [i for i in self.candidates(len(numbers), numbers) if self.templates[i].id not in exclude]
+        found = [i for i in self.candidates(numbers) if self.templates[i].id not in exclude]
         if not found or k <= 0:
             return []
-        lengths, angles = np.asarray(lengths, float), np.asarray(angles, float)
         found = np.asarray(found)
-        dist = np.abs(self._shapes[found] - _shape(lengths, angles)).sum(axis=2)  # [candidates, perms]
+        target = _shape(np.asarray(lengths, float), np.asarray(angles, float))
+        dist = np.abs(self._shapes[found] - target).sum(axis=2)  # [candidates, perms]
         best_perm = dist.argmin(axis=1)  # each template once, with its best axis permutation
-        best_dist = dist[np.arange(len(found)), best_perm]
-        keep = np.argsort(best_dist, kind="stable")[: max(k, 0)]
-        order = [(best_dist[j], int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
+        keep = np.argsort(dist[np.arange(len(found)), best_perm], kind="stable")[:k]
+        order = [(int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
         out = []
-        maps = [_assignments(self.templates[i].numbers, numbers, assignments) for _, i, _ in order]
+        maps = [_assignments(self.templates[i].numbers, numbers, assignments) for i, _ in order]
         if assignments > 2:  # for a screen: each template with all its assignments, closest shapes first
             pairs = [(j, r) for j, m in enumerate(maps) for r in range(len(m))]
         else:  # every template's best element assignment, then the second ones
             pairs = [(j, r) for r in range(assignments) for j, m in enumerate(maps) if r < len(m)]
         for j, r in pairs[:k]:
-            _, i, perm = order[j]
+            i, perm = order[j]
             out.append((self._place(i, perm, maps[j][r], numbers), self.templates[i].id))
         return out
 
@@ -156,11 +162,8 @@ def _assignments(
     then the other permutations (what the template screen can choose from)."""
 
     def groups(nums):
-        counts: dict[int, int] = {}
-        for z in nums:
-            counts[z] = counts.get(z, 0) + 1
         by_count: dict[int, list[int]] = {}
-        for z, c in counts.items():
+        for z, c in Counter(nums).items():
             by_count.setdefault(c, []).append(z)
         return {c: sorted(zs, key=lambda z: (_electronegativity(z), z)) for c, zs in by_count.items()}
 

@@ -18,6 +18,15 @@ generative model has seen anyway.
   * :meth:`TemplateLibrary.starts`: the ``k`` best starts for a decoded target: templates of the same
     atom count and count pattern, ranked by how close their cell shape is to the decoded cell (over the
     axis permutations), elements assigned by count and, within equal counts, by electronegativity order.
+    For a template screen (which ranks the starts by their loss) the pool is wider: every element
+    assignment, site-wise starts from templates of the same atom count but another count pattern (the
+    target's atoms on the template's sites by electronegativity rank), and each distinct start once.
+
+Why site-wise starts and the deduplication (docs/reconstruction.md): the misses of the fast budget on
+Perov-5 were mixed-anion and A = B perovskites (LiMoN2O, VMoSO2, Ta2NOF). Ta2NOF has no training crystal
+of its count pattern with a doubled cation; the others had the right template in the library but not in
+the 60 screened: Perov-5's cells are cubic, so the cell shape ranks thousands of templates equally, and
+most of them map onto the same ideal start.
 """
 
 from __future__ import annotations
@@ -119,29 +128,90 @@ class TemplateLibrary:
         assignments: int = 2,
     ) -> list[tuple[np.ndarray, str]]:
         """Up to ``k`` starts (fractional positions [n, 3] with atoms in the order of ``numbers``, template
-        id) for a decoded target (``numbers`` grouped by element, ascending Z as Decoded has them), best
-        first: the closest cell shapes, each with its best element assignment, then the second
-        assignments, and so on up to ``assignments`` per template."""
+        id) for a decoded target (``numbers`` grouped by element, ascending Z as Decoded has them).
+
+        ``assignments`` <= 2 (template trials without a screen): templates of the same count pattern,
+        closest cell shapes first, each with its best element assignment, then the second ones.
+
+        ``assignments`` > 2 (the pool of a template screen, which ranks the starts by their loss): half
+        the pool from templates of the same count pattern, every template's best assignment first, then
+        the second ones and so on up to ``assignments``; the other half site-wise starts from templates of
+        the same atom count whatever their pattern (:meth:`_place_sites`: a mixed-anion or A = B target
+        has few templates of its own pattern, but the sites of its structure type); a start equal to an
+        earlier one up to a translation is left out."""
         numbers = list(numbers)
-        found = [i for i in self.candidates(numbers) if self.templates[i].id not in exclude]
-        if not found or k <= 0:
+        if k <= 0:
             return []
-        found = np.asarray(found)
         target = _shape(np.asarray(lengths, float), np.asarray(angles, float))
+        found = np.asarray(
+            [i for i in self.candidates(numbers) if self.templates[i].id not in exclude], dtype=np.int64
+        )
         dist = np.abs(self._shapes[found] - target).sum(axis=2)  # [candidates, perms]
-        best_perm = dist.argmin(axis=1)  # each template once, with its best axis permutation
+        best_perm = dist.argmin(axis=1) if len(found) else np.zeros(0, np.int64)  # each template's best
         keep = np.argsort(dist[np.arange(len(found)), best_perm], kind="stable")[:k]
-        order = [(int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
-        out = []
-        maps = [_assignments(self.templates[i].numbers, numbers, assignments) for i, _ in order]
-        if assignments > 2:  # for a screen: each template with all its assignments, closest shapes first
-            pairs = [(j, r) for j, m in enumerate(maps) for r in range(len(m))]
-        else:  # every template's best element assignment, then the second ones
+        if assignments <= 2:  # every template's best element assignment, then the second ones
+            order = [(int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
+            maps = [_assignments(self.templates[i].numbers, numbers, assignments) for i, _ in order]
             pairs = [(j, r) for r in range(assignments) for j, m in enumerate(maps) if r < len(m)]
-        for j, r in pairs[:k]:
-            i, perm = order[j]
-            out.append((self._place(i, perm, maps[j][r], numbers), self.templates[i].id))
+            return [
+                (self._place(order[j][0], order[j][1], maps[j][r], numbers), self.templates[order[j][0]].id)
+                for j, r in pairs[:k]
+            ]
+        exact = [
+            (int(found[j]), _PERMS[int(best_perm[j])], m)
+            for j in keep
+            for m in [_assignments(self.templates[int(found[j])].numbers, numbers, assignments)]
+        ]
+        by_rank = ((i, perm, maps[r]) for r in range(assignments) for i, perm, maps in exact if r < len(maps))
+        exact_starts = ((self._place(i, perm, m, numbers), self.templates[i].id) for i, perm, m in by_rank)
+        site_starts = (
+            (self._place_sites(i, perm, numbers), self.templates[i].id)
+            for i, perm in self._same_size(numbers, target, exclude)
+        )
+        out, seen = [], set()
+
+        def take(starts, until: int) -> None:
+            for frac, tid in starts:
+                if len(out) >= until:
+                    return
+                key = _start_key(frac)
+                if key not in seen:
+                    seen.add(key)
+                    out.append((frac, tid))
+
+        take(exact_starts, k - k // 2)
+        take(site_starts, k)
+        take(exact_starts, k)  # when the site-wise starts ran out (a generator resumes where it stopped)
         return out
+
+    def _same_size(self, numbers, target, exclude) -> list[tuple[int, tuple[int, int, int]]]:
+        """(template, best axis permutation) of every template with the atom count of ``numbers``, whatever
+        its count pattern, closest cell shapes first."""
+        n = len(numbers)
+        idx = [
+            i for (m, _), v in self._index.items() if m == n for i in v if self.templates[i].id not in exclude
+        ]
+        if not idx:
+            return []
+        idx = np.asarray(idx)
+        dist = np.abs(self._shapes[idx] - target).sum(axis=2)
+        bp = dist.argmin(axis=1)
+        order = np.argsort(dist[np.arange(len(idx)), bp], kind="stable")
+        return [(int(idx[j]), _PERMS[int(bp[j])]) for j in order]
+
+    def _place_sites(self, i: int, perm, numbers: list[int]) -> np.ndarray:
+        """The template's sites, axes permuted, given the target's atoms by electronegativity rank (the
+        least electronegative atom on the least electronegative site), ordered like ``numbers``."""
+        t = self.templates[i]
+        frac = t.frac[:, list(perm)]
+        site_order = sorted(range(len(t.numbers)), key=lambda a: (_electronegativity(t.numbers[a]), a))
+        atom_order = sorted(
+            range(len(numbers)), key=lambda a: (_electronegativity(numbers[a]), numbers[a], a)
+        )
+        x = np.empty_like(frac)
+        for sa, ta in zip(site_order, atom_order):
+            x[ta] = frac[sa]
+        return np.mod(x, 1.0)
 
     def _place(self, i: int, perm, mapping: dict[int, int], numbers: list[int]) -> np.ndarray:
         """The template's atoms, its axes permuted, relabelled by ``mapping`` (template Z -> target Z) and
@@ -152,6 +222,13 @@ class TemplateLibrary:
         for zt, x in zip(t.numbers, frac):
             by_target[mapping[zt]].append(x)
         return np.mod(np.concatenate([np.array(by_target[z]) for z in dict.fromkeys(numbers)]), 1.0)
+
+
+def _start_key(frac: np.ndarray) -> bytes:
+    """A start's fractional positions up to a translation (the loss is translation invariant), on a
+    0.02 grid: equal keys are the same start for the screen."""
+    g = np.round(np.mod(frac - frac[0], 1.0) * 50).astype(np.int64) % 50
+    return g.tobytes()
 
 
 def _assignments(

@@ -17,7 +17,7 @@ $(PY):
 $(BUILD_STAMP): $(PY) $(SOURCES)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(SRD_TORCH_SPEC)"
 	$(PY) -m pip install "scikit-build-core>=0.10" "pybind11>=2.12"
-	$(PY) -m pip install --no-build-isolation -e ".[test]"
+	$(PY) -m pip install --no-build-isolation -e ".[test,sun]"
 	@touch $@
 
 setup: $(BUILD_STAMP)

@@ -2,6 +2,7 @@
 
 srd-evaluate gen INPUT --reference data/mp_20/test.csv.gz [-o OUT] [--n-samples 1000]
 srd-evaluate recon RECON_OUT --reference data/perov_5/test.csv.gz
+srd-evaluate sun GEN --train data/mp_20/train.csv.gz [--hull REF ...] [--relax] [-o OUT]
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._common import HelpFormatter, add_quiet_arg, check_output_dir, positive_int, run
+
+#: StructureMatcher defaults of `sun` (srd.metrics.sun.MATCHER_SETTINGS; repeated so that --help does not
+#: import pymatgen).
+MATCHER_DEFAULTS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -46,6 +51,25 @@ miss); RMSE = mean RMS distance over matched crystals. Also reports CDVAE's RecE
 invalid prediction counts as a miss. Writes OUT/recon_metrics.json."""
 
 
+SUN_DESCRIPTION = """\
+S.U.N. rates of generated crystals (MatterGen's metric), every rate over all generated crystals:
+
+  unique   the first crystal of each group of StructureMatcher duplicates among the generated ones
+  novel    no training crystal (all TRAIN files) matches it
+  stable   E_hull <= 0 eV/atom (and, reported beside it, E_hull <= --threshold) on a proxy hull
+  S.U.N.   stable and unique and novel
+
+StructureMatcher settings: ltol 0.2, stol 0.3, angle_tol 5 (MatterGen's, pymatgen's defaults), primitive
+cells, volumes scaled; crystals are bucketed by reduced composition first. Uniqueness and novelty are those of
+the crystals as generated.
+
+E_hull needs --hull (and CHGNet: pip install "srd[sun]"): the hull is built from the REF crystals' CHGNet
+static energies (cached in $SRD_CACHE_DIR/chgnet_energies or ~/.cache/srd/chgnet_energies). It is a
+potential-based PROXY hull, not the Materials Project DFT hull. Generated crystals get static CHGNet
+energies, or relaxed ones with --relax; a crystal whose elements the hull lacks gets no E_hull (the reason is
+in sun.csv). Writes OUT/sun.json, OUT/sun.csv (one row per crystal) and OUT/e_hull.png."""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(t) for t in text.split(",") if t.strip()]
@@ -71,10 +95,11 @@ def _cutoffs(text: str) -> tuple[float, float]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="srd-evaluate",
-        description="Evaluate generated (gen) or reconstructed (recon) crystals with the CDVAE community protocol.",
+        description="Evaluate generated (gen) or reconstructed (recon) crystals with the CDVAE community protocol, "
+        "or generated crystals' S.U.N. rates (sun: stable, unique, novel).",
         formatter_class=HelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{gen,recon}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{gen,recon,sun}")
 
     g = sub.add_parser("gen", help="generation metrics (validity, EMDs, COV-R/COV-P)", description=GEN_DESCRIPTION,
                        formatter_class=HelpFormatter)  # fmt: skip
@@ -117,6 +142,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes for matching"
     )
     add_quiet_arg(r)
+
+    s = sub.add_parser("sun", help="S.U.N. rates: unique, novel and (with --hull) stable on a CHGNet proxy hull",
+                       description=SUN_DESCRIPTION, formatter_class=HelpFormatter)  # fmt: skip
+    s.add_argument("input", metavar="GEN", help="generated crystals: folder (with cifs/ or *.cif), CSV(.gz) with a "
+                   "'cif' column, or CDVAE-format eval_gen.pt")  # fmt: skip
+    s.add_argument("--train", "-t", nargs="+", required=True, metavar="TRAIN",
+                   help="training crystals (CSV(.gz) with a 'cif' column, or any GEN format): novelty is measured "
+                   "against all of them together")  # fmt: skip
+    s.add_argument("--hull", nargs="+", default=None, metavar="REF",
+                   help="reference crystals whose CHGNet static energies build the proxy convex hull (they need "
+                   "elemental phases); computes E_hull and the stable and S.U.N. rates (needs srd[sun])")  # fmt: skip
+    s.add_argument("--relax", action="store_true",
+                   help="relax the generated crystals with CHGNet (FIRE) first and use the relaxed energies "
+                   "(needs srd[sun]); uniqueness and novelty stay those of the crystals as generated")  # fmt: skip
+    s.add_argument("-o", "--out", default=None, metavar="OUT",
+                   help="output folder; default: GEN itself when it is a folder, else GEN's name + '_metrics'")  # fmt: skip
+    s.add_argument("--ltol", type=float, default=MATCHER_DEFAULTS["ltol"],
+                   help="StructureMatcher fractional length tolerance")  # fmt: skip
+    s.add_argument("--stol", type=float, default=MATCHER_DEFAULTS["stol"],
+                   help="StructureMatcher site tolerance (fraction of the average free length per atom)")  # fmt: skip
+    s.add_argument("--angle-tol", type=float, default=MATCHER_DEFAULTS["angle_tol"],
+                   help="StructureMatcher angle tolerance (degrees)")  # fmt: skip
+    s.add_argument(
+        "--fmax", type=float, default=0.1, help="--relax: stop when every force is below this (eV/A)"
+    )
+    s.add_argument("--steps", type=positive_int, default=500,
+                   help="--relax: at most this many FIRE steps per crystal (unconverged ones are kept, flagged)")  # fmt: skip
+    s.add_argument("--threshold", type=float, default=0.1,
+                   help="the looser stability criterion E_hull <= THRESHOLD (eV/atom), reported beside E_hull <= 0")  # fmt: skip
+    s.add_argument("--device", default="cpu", help="CHGNet device: cpu, cuda, cuda:N or auto")
+    s.add_argument("--no-cache", action="store_true",
+                   help="recompute the --hull references' CHGNet energies (and do not cache them)")  # fmt: skip
+    s.add_argument("--no-plots", action="store_true", help="skip the E_hull histogram")
+    add_quiet_arg(s)
     return p
 
 
@@ -209,11 +268,192 @@ def _recon(args) -> int:
     return 0
 
 
+def _fmt_rate(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def _sun_plot(e_hull, out: Path, threshold: float) -> None:
+    """Histogram of the finite E_hull values, labelled as a CHGNet proxy hull."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..utils import atomic_write_bytes
+
+    e = np.asarray(e_hull, dtype=float)
+    e = e[np.isfinite(e)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(e, bins=min(60, max(10, len(e) // 5)), color="tab:blue", alpha=0.8)
+    ax.axvline(0.0, color="k", lw=1, label="E_hull = 0")
+    ax.axvline(threshold, color="tab:red", lw=1, ls="--", label=f"E_hull = {threshold:g}")
+    ax.set_xlabel("E_hull (eV/atom), CHGNet proxy hull (not the MP DFT hull)")
+    ax.set_ylabel("crystals")
+    ax.set_title(f"{len(e)} generated crystals with an E_hull")
+    ax.legend()
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out / "e_hull.png", buf.getvalue())
+
+
+def _sun(args) -> int:
+    import math
+
+    import pandas as pd
+
+    from ..metrics import resolve_input, sun
+    from ..utils import atomic_write_text, resolve_device, run_metadata, write_json
+
+    inp = Path(args.input)
+    if not inp.exists():
+        raise FileNotFoundError(f"GEN not found: {inp}")
+    for flag, paths in (("--train", args.train), ("--hull", args.hull or [])):
+        for f in paths:
+            if not Path(f).exists():
+                raise FileNotFoundError(f"{flag} not found: {f}")
+    energies_wanted = bool(args.hull or args.relax)
+    device = "cpu"
+    if energies_wanted:
+        try:
+            sun.require_chgnet()
+        except sun.MissingDependencyError as err:
+            raise ValueError(str(err)) from None
+        device = str(resolve_device(args.device))
+    for name in ("ltol", "stol", "angle_tol"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    out = check_output_dir(Path(args.out) if args.out else _default_out(inp), flag="-o/--out", create=False)
+    show = not args.quiet
+    t0 = time.time()
+
+    gen_path = resolve_input(inp)
+    ids, gen, read_errors = sun.read_crystals(gen_path, what="GEN")
+    train, n_train_unreadable = [], 0
+    for f in args.train:
+        _, structures, _ = sun.read_crystals(f, what="--train")
+        train += [s for s in structures if s is not None]
+        n_train_unreadable += sum(s is None for s in structures)
+    matcher = sun.make_matcher(args.ltol, args.stol, args.angle_tol)
+    uni = sun.uniqueness(gen, matcher, show_progress=show)
+    nov = sun.novelty(gen, train, matcher, show_progress=show)
+
+    n = len(gen)
+    e_pa = [math.nan] * n
+    e_init = [math.nan] * n
+    e_hull = [math.nan] * n
+    relaxed = [False] * n
+    steps = [None] * n
+    converged = [None] * n
+    reasons: list[list[str]] = [[e] if e else [] for e in read_errors]
+    energy_info = None
+    hull_info = None
+    if args.relax:
+        results = sun.relax(gen, fmax=args.fmax, steps=args.steps, device=device, show_progress=show)
+        for i, r in enumerate(results):
+            if r.structure is not None:
+                e_pa[i], e_init[i], relaxed[i] = r.e_final, r.e_initial, True
+                steps[i], converged[i] = r.n_steps, r.converged
+            elif gen[i] is not None:
+                reasons[i].append(r.error or "relaxation failed")
+        energy_info = {"kind": "relaxed", "optimizer": "FIRE (CHGNet StructOptimizer, FrechetCellFilter)",
+                       "fmax": args.fmax, "steps": args.steps, "n_relaxed": sum(relaxed),
+                       "n_converged": sum(bool(c) for c in converged)}  # fmt: skip
+    elif args.hull:
+        st = sun.static_energies(gen, device=device, show_progress=show)
+        for i in range(n):
+            e_pa[i] = float(st.e_per_atom[i])
+            if st.errors[i] and gen[i] is not None:
+                reasons[i].append(st.errors[i])
+        energy_info = {"kind": "static"}
+    if energy_info is not None:
+        energy_info.update({"model": "CHGNet (pretrained)", "chgnet_version": sun.chgnet_version(),
+                            "device": device, "n_with_energy": sum(math.isfinite(x) for x in e_pa)})  # fmt: skip
+    if args.hull:
+        ref_structures, ref_energies, caches = [], [], []
+        for f in args.hull:
+            rids, rs, _ = sun.read_crystals(f, what="--hull")
+            res, cache = sun.reference_energies(f, rs, rids, use_cache=not args.no_cache, device=device,
+                                                show_progress=show)  # fmt: skip
+            ref_structures += rs
+            ref_energies += [float(x) for x in res.e_per_atom]
+            caches.append({"file": str(f), **cache})
+        hull = sun.proxy_hull(ref_structures, ref_energies)
+        for i in range(n):
+            if gen[i] is None or not math.isfinite(e_pa[i]):
+                continue
+            e_hull[i], why = sun.e_above_hull(gen[i], e_pa[i], hull)
+            if why:
+                reasons[i].append(why)
+        hull_info = {"label": sun.HULL_LABEL, "references": [str(f) for f in args.hull],
+                     "n_reference_crystals": len(ref_structures), "n_entries": hull.n_entries,
+                     "n_dropped": len(hull.dropped), "elements": sorted(hull.elements),
+                     "reference_energies": "CHGNet static energies of the crystals as given", "cache": caches}  # fmt: skip
+    rates = sun.sun_rates(
+        uni["unique"], nov["novel"], e_hull if args.hull else None, threshold=args.threshold
+    )
+
+    rows = {
+        "id": ids,
+        "formula": ["" if s is None else s.composition.reduced_formula for s in gen],
+        "unique": uni["unique"],
+        "novel": nov["novel"],
+        "e_per_atom": e_pa,
+        "e_hull": e_hull,
+        "relaxed": relaxed,
+    }
+    if args.relax:
+        rows.update({"e_per_atom_initial": e_init, "relax_steps": steps, "converged": converged})
+    rows["failure"] = ["; ".join(r) for r in reasons]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sun.csv", pd.DataFrame(rows).to_csv(index=False))
+    plotted = bool(args.hull) and not args.no_plots and any(math.isfinite(x) for x in e_hull)
+    if plotted:
+        _sun_plot(e_hull, out, args.threshold)
+    res = {
+        "rates": rates,
+        "n_generated": n,
+        "n_unreadable": sum(s is None for s in gen),
+        "uniqueness": {k: uni[k] for k in ("n_unique", "rate", "settings")},
+        "novelty": {k: nov[k] for k in ("n_novel", "rate", "n_train", "settings")}
+        | {"n_train_unreadable": n_train_unreadable},
+        "matched_structures": "as generated (not the relaxed ones)",
+        "energies": energy_info,
+        "hull": hull_info,
+        "inputs": {"generated": str(gen_path), "train": [str(f) for f in args.train]},
+        "seconds": round(time.time() - t0, 2),
+        "run": run_metadata(),
+    }
+    write_json(out / "sun.json", res)
+
+    print(f"srd-evaluate sun: {n} generated crystals ({res['n_unreadable']} unreadable) vs {nov['n_train']} "
+          f"training crystals, {res['seconds']:.0f} s")  # fmt: skip
+    thr = f"{args.threshold:g}"
+    print(f"  unique %                    {_fmt_rate(rates['unique'])}")
+    print(f"  novel %                     {_fmt_rate(rates['novel'])}")
+    print(f"  unique & novel %            {_fmt_rate(rates['unique_novel'])}")
+    if args.hull:
+        print(f"  stable % (E_hull <= 0)      {_fmt_rate(rates['stable'])}")
+        print(f"  stable % (E_hull <= {thr})    {_fmt_rate(rates[f'stable_{thr}'])}")
+        print(f"  S.U.N. %                    {_fmt_rate(rates['sun'])}")
+        print(f"  S.U.N. % (E_hull <= {thr})    {_fmt_rate(rates[f'sun_{thr}'])}")
+        print(f"  ({rates['n_with_e_hull']} crystals with an E_hull; {sun.HULL_LABEL})")
+    written = [out / "sun.json", out / "sun.csv"] + ([out / "e_hull.png"] if plotted else [])
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run srd-evaluate with ``argv`` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "gen":
         return _gen(args)
+    if args.command == "sun":
+        return _sun(args)
     return _recon(args)
 
 

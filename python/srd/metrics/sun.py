@@ -1,0 +1,564 @@
+"""Beyond the CDVAE metrics: the S.U.N. rates (stable, unique, novel) of generated crystals.
+
+The CDVAE protocol (validity, EMDs, coverage) never asks whether a generated crystal is new, or whether it
+would survive a relaxation; MatterGen's S.U.N. rate does:
+
+* :func:`uniqueness`: generated crystals grouped with pymatgen's StructureMatcher (MatterGen's settings,
+  the pymatgen defaults ltol=0.2, stol=0.3, angle_tol=5); the first crystal of each group is unique.
+* :func:`novelty`: a crystal is novel when no training crystal matches it.
+* :func:`static_energies`, :func:`relax`: CHGNet energies per atom, before and after a FIRE relaxation
+  (CHGNet is optional: ``pip install "srd[sun]"``).
+* :func:`proxy_hull`, :func:`e_above_hull`: the energy above a convex hull built from reference crystals'
+  **CHGNet** energies. This is a potential-based proxy hull, not the Materials Project DFT hull: its values
+  are comparable between models scored against the same references, not with DFT E_hull figures.
+* :func:`sun_rates`: the stable, unique, novel and S.U.N. fractions, all over every generated crystal.
+
+Both matching steps first bucket crystals by reduced composition: StructureMatcher never matches crystals
+of different reduced compositions (it scales volumes, and reduces to primitive cells, but does not change
+stoichiometry), so bucketing loses no match and bounds the pairwise cost by the bucket sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..utils import atomic_write_text, cache_root, progress, sha256_file
+
+if TYPE_CHECKING:  # annotations only: pymatgen's analysis modules load lazily
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+__all__ = [
+    "MATCHER_SETTINGS",
+    "HULL_LABEL",
+    "STABLE_TOL",
+    "METASTABLE_THRESHOLD",
+    "MissingDependencyError",
+    "make_matcher",
+    "composition_key",
+    "uniqueness",
+    "novelty",
+    "require_chgnet",
+    "load_chgnet",
+    "chgnet_version",
+    "StaticEnergies",
+    "RelaxResult",
+    "static_energies",
+    "relax",
+    "reference_energies",
+    "ProxyHull",
+    "proxy_hull",
+    "e_above_hull",
+    "sun_rates",
+    "read_crystals",
+]
+
+#: MatterGen's StructureMatcher settings (pymatgen's defaults): :func:`make_matcher`'s defaults.
+MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "primitive_cell": True, "scale": True}
+
+#: Written next to every E_hull figure: what the hull is and what it is not.
+HULL_LABEL = (
+    "proxy E_hull: energies above a convex hull of reference crystals' CHGNet energies (a machine-learned "
+    "potential); not the Materials Project DFT hull"
+)
+
+#: A crystal on the hull computes as E_hull ~ 1e-12, not exactly 0: "stable" is E_hull <= this (eV/atom).
+STABLE_TOL = 1e-6
+#: The looser, usual "metastable" threshold (eV/atom): MatterGen's stability criterion.
+METASTABLE_THRESHOLD = 0.1
+
+_INSTALL_HINT = (
+    'CHGNet is not installed; the energy part of the S.U.N. metrics needs it: pip install "srd[sun]"'
+)
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency (CHGNet) is missing; the message says how to install it."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Matching: uniqueness and novelty
+# ------------------------------------------------------------------------------------------------
+def make_matcher(
+    ltol: float = MATCHER_SETTINGS["ltol"],
+    stol: float = MATCHER_SETTINGS["stol"],
+    angle_tol: float = MATCHER_SETTINGS["angle_tol"],
+) -> StructureMatcher:
+    """A StructureMatcher with MatterGen's settings (primitive cells, volumes scaled): a cell, its
+    supercells and its translated or rotated copies all match."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    return StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, scale=True)
+
+
+def _matcher_settings(matcher: StructureMatcher) -> dict:
+    """The settings of a matcher, for the reports (any StructureMatcher, not only make_matcher's)."""
+    out = {k: getattr(matcher, k, getattr(matcher, f"_{k}", None)) for k in ("ltol", "stol", "angle_tol")}
+    out |= {k: getattr(matcher, f"_{a}", None) for k, a in (("primitive_cell",) * 2, ("scale",) * 2,
+                                                           ("attempt_supercell", "supercell"))}  # fmt: skip
+    return out
+
+
+def composition_key(structure: Structure) -> str:
+    """The bucket of a crystal: its reduced element composition (oxidation states ignored, so the bucket is
+    never finer than what StructureMatcher can match)."""
+    return structure.composition.element_composition.reduced_formula
+
+
+def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
+    """matcher.fit that treats a failure of pymatgen's matching (rare degenerate cells) as no match."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(matcher.fit(a, b))
+    except Exception:  # noqa: BLE001 - a crystal pymatgen cannot compare matches nothing
+        return False
+
+
+def uniqueness(
+    structures: Sequence[Structure | None],
+    matcher: StructureMatcher | None = None,
+    *,
+    show_progress: bool = False,
+) -> dict:
+    """Group ``structures`` into sets of mutual duplicates.
+
+    Each crystal is compared with the first crystal of every group of its composition bucket, in input
+    order; it joins the first group it matches, else it starts a new group and is unique. An unreadable
+    crystal (None) is never unique. Returns ``unique`` (per-crystal flags), ``group`` (per crystal: the
+    index of its group's first crystal, -1 when unreadable), ``n``, ``n_unique``, ``rate`` (n_unique / n,
+    over all crystals including unreadable ones) and the matcher ``settings``.
+    """
+    matcher = matcher or make_matcher()
+    reps: dict[str, list[int]] = {}
+    unique = [False] * len(structures)
+    group = [-1] * len(structures)
+    for i, s in enumerate(progress(structures, desc="uniqueness", unit="crystal", disable=not show_progress)):
+        if s is None:
+            continue
+        bucket = reps.setdefault(composition_key(s), [])
+        for j in bucket:
+            if _fit(matcher, structures[j], s):
+                group[i] = j
+                break
+        else:
+            bucket.append(i)
+            unique[i] = True
+            group[i] = i
+    n = len(structures)
+    n_unique = sum(unique)
+    return {
+        "unique": unique,
+        "group": group,
+        "n": n,
+        "n_unique": n_unique,
+        "rate": n_unique / n if n else math.nan,
+        "settings": _matcher_settings(matcher),
+    }
+
+
+def novelty(
+    structures: Sequence[Structure | None],
+    train_structures: Sequence[Structure],
+    matcher: StructureMatcher | None = None,
+    *,
+    show_progress: bool = False,
+) -> dict:
+    """A crystal is novel when no training crystal of its composition bucket matches it.
+
+    An unreadable crystal (None) is not novel. Returns ``novel`` (per-crystal flags), ``match`` (per crystal:
+    the index in ``train_structures`` of the first match, else -1), ``n``, ``n_novel``, ``rate`` (over all
+    crystals), ``n_train`` and the matcher ``settings``.
+    """
+    matcher = matcher or make_matcher()
+    buckets: dict[str, list[int]] = {}
+    for j, t in enumerate(train_structures):
+        if t is not None:
+            buckets.setdefault(composition_key(t), []).append(j)
+    novel = [False] * len(structures)
+    match = [-1] * len(structures)
+    for i, s in enumerate(progress(structures, desc="novelty", unit="crystal", disable=not show_progress)):
+        if s is None:
+            continue
+        for j in buckets.get(composition_key(s), ()):
+            if _fit(matcher, train_structures[j], s):
+                match[i] = j
+                break
+        else:
+            novel[i] = True
+    n = len(structures)
+    n_novel = sum(novel)
+    return {
+        "novel": novel,
+        "match": match,
+        "n": n,
+        "n_novel": n_novel,
+        "rate": n_novel / n if n else math.nan,
+        "n_train": sum(t is not None for t in train_structures),
+        "settings": _matcher_settings(matcher),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# CHGNet energies (optional dependency)
+# ------------------------------------------------------------------------------------------------
+def require_chgnet():
+    """Import and return the chgnet package, or raise :class:`MissingDependencyError` with the install hint."""
+    try:
+        import chgnet
+    except ImportError:
+        raise MissingDependencyError(_INSTALL_HINT) from None
+    return chgnet
+
+
+def chgnet_version() -> str:
+    """The installed CHGNet package version (part of every energy cache key)."""
+    return str(require_chgnet().__version__)
+
+
+_MODELS: dict[str, Any] = {}
+
+
+def load_chgnet(device: str = "cpu"):
+    """The pretrained CHGNet (weights ship inside the wheel: no download), loaded once per device."""
+    require_chgnet()
+    if device not in _MODELS:
+        from chgnet.model import CHGNet
+
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # its banner
+            warnings.simplefilter("ignore")
+            _MODELS[device] = CHGNet.load(verbose=False, use_device=device)
+    return _MODELS[device]
+
+
+@dataclass
+class StaticEnergies:
+    """CHGNet energies per atom (eV/atom; NaN where the prediction failed, and ``errors`` says why)."""
+
+    e_per_atom: np.ndarray
+    errors: list[str | None]
+
+
+def _one_energy(model, s: Structure) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e = float(np.asarray(model.predict_structure(s, task="e")["e"]))
+    if not math.isfinite(e):
+        raise ValueError(f"CHGNet returned a non-finite energy ({e})")
+    return e
+
+
+def static_energies(
+    structures: Sequence[Structure | None],
+    *,
+    model=None,
+    device: str = "cpu",
+    show_progress: bool = False,
+) -> StaticEnergies:
+    """CHGNet's energy per atom of each crystal as given (no relaxation).
+
+    One crystal at a time, so that a crystal CHGNet cannot handle (an isolated atom, an element outside its
+    training set) records its reason and never fails the batch.
+    """
+    model = model or load_chgnet(device)
+    e = np.full(len(structures), np.nan)
+    errors: list[str | None] = [None] * len(structures)
+    for i, s in enumerate(
+        progress(structures, desc="CHGNet energies", unit="crystal", disable=not show_progress)
+    ):
+        if s is None:
+            errors[i] = "unreadable crystal"
+            continue
+        try:
+            e[i] = _one_energy(model, s)
+        except Exception as err:  # noqa: BLE001 - recorded per crystal
+            errors[i] = f"CHGNet static energy failed: {type(err).__name__}: {err}"
+    return StaticEnergies(e, errors)
+
+
+@dataclass
+class RelaxResult:
+    """One CHGNet relaxation. Energies are per atom (eV/atom); ``structure`` is the relaxed crystal (None when
+    the relaxation failed, and ``error`` says why). ``converged``: the optimizer stopped before the step cap.
+    ``trajectory``: (cell rows, Cartesian positions, total energy) per recorded step, when asked for."""
+
+    structure: Structure | None
+    e_initial: float = math.nan
+    e_final: float = math.nan
+    n_steps: int = 0
+    converged: bool = False
+    error: str | None = None
+    trajectory: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list, repr=False)
+
+
+def relax(
+    structures: Sequence[Structure | None],
+    *,
+    fmax: float = 0.1,
+    steps: int = 500,
+    relax_cell: bool = True,
+    model=None,
+    device: str = "cpu",
+    keep_trajectory: bool = False,
+    show_progress: bool = False,
+    on_result: Callable[[int, RelaxResult], None] | None = None,
+) -> list[RelaxResult]:
+    """Relax each crystal with CHGNet's StructOptimizer (ASE FIRE, cell relaxed by FrechetCellFilter) until
+    the largest force is below ``fmax`` eV/A or ``steps`` steps were taken (the cap keeps a pathological
+    generated crystal from running for ever).
+
+    A failure (CHGNet or the optimizer raising, a non-finite energy) is recorded in that crystal's result
+    with the reason; the batch goes on. ``on_result(i, result)`` is called after each crystal (srd-relax
+    writes its files there, so an interrupted run keeps what it finished).
+    """
+    require_chgnet()
+    from chgnet.model import StructOptimizer
+
+    model = model or load_chgnet(device)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu"
+        warnings.simplefilter("ignore")
+        opt = StructOptimizer(model=model, optimizer_class="FIRE")
+    results: list[RelaxResult] = []
+    for i, s in enumerate(
+        progress(structures, desc="CHGNet relax", unit="crystal", disable=not show_progress)
+    ):
+        results.append(_relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory))
+        if on_result is not None:
+            on_result(i, results[-1])
+    return results
+
+
+def _relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory) -> RelaxResult:
+    if s is None:
+        return RelaxResult(None, error="unreadable crystal")
+    n = len(s)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = opt.relax(s.copy(), fmax=fmax, steps=steps, relax_cell=relax_cell, verbose=False)
+    except Exception as err:  # noqa: BLE001 - recorded per crystal
+        return RelaxResult(None, error=f"CHGNet relaxation failed: {type(err).__name__}: {err}")
+    traj = out["trajectory"]
+    energies = [float(e) for e in traj.energies]
+    # The observer records the start, every step, and once more at the end: steps taken = records - 2.
+    n_steps = max(len(energies) - 2, 0)
+    res = RelaxResult(
+        out["final_structure"],
+        e_initial=energies[0] / n if energies else math.nan,
+        e_final=energies[-1] / n if energies else math.nan,
+        n_steps=n_steps,
+        converged=n_steps < steps,
+    )
+    if not (math.isfinite(res.e_initial) and math.isfinite(res.e_final)):
+        return RelaxResult(None, error="CHGNet relaxation gave a non-finite energy", n_steps=n_steps)
+    if keep_trajectory:
+        res.trajectory = [
+            (np.asarray(c, dtype=float), np.asarray(p, dtype=float), float(e))
+            for c, p, e in zip(traj.cells, traj.atom_positions, traj.energies)
+        ]
+    return res
+
+
+def reference_energies(
+    path: str | os.PathLike,
+    structures: Sequence[Structure | None],
+    ids: Sequence[str],
+    *,
+    use_cache: bool = True,
+    device: str = "cpu",
+    show_progress: bool = False,
+) -> tuple[StaticEnergies, dict]:
+    """CHGNet static energies of a reference file's crystals, cached on disk.
+
+    The reference crystals (MP's DFT-relaxed structures) are not relaxed again. The cache key is the sha256
+    of the file, the CHGNet version and "static"; the cache is JSON (never pickle), written atomically, and
+    checked against the crystal ids. Returns the energies and ``{"path", "hit"}`` of the cache.
+    """
+    import hashlib
+
+    key = hashlib.sha256(f"{sha256_file(path)}|chgnet-{chgnet_version()}|static".encode()).hexdigest()
+    cache = cache_root("chgnet_energies") / f"{key}.json"
+    ids = [str(i) for i in ids]
+    if use_cache and cache.is_file():
+        try:
+            d = json.loads(cache.read_text())
+            if d.get("key") == key and d.get("ids") == ids:
+                e = np.array([float(x) for x in d["e_per_atom"]], dtype=float)
+                return StaticEnergies(e, list(d["errors"])), {"path": str(cache), "hit": True}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache is recomputed and overwritten
+    res = static_energies(structures, device=device, show_progress=show_progress)
+    if use_cache:
+        d = {
+            "key": key,
+            "source": str(path),
+            "chgnet_version": chgnet_version(),
+            "kind": "static",
+            "ids": ids,
+            "e_per_atom": [repr(float(x)) for x in res.e_per_atom],  # "nan" survives JSON
+            "errors": res.errors,
+        }
+        atomic_write_text(cache, json.dumps(d) + "\n")
+    return res, {"path": str(cache) if use_cache else None, "hit": False}
+
+
+# ------------------------------------------------------------------------------------------------
+# Proxy hull
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ProxyHull:
+    """A pymatgen PhaseDiagram of reference crystals' CHGNet energies (see :data:`HULL_LABEL`)."""
+
+    diagram: PhaseDiagram
+    elements: frozenset[str]
+    n_entries: int
+    #: Reference crystals left out, with the reason (no energy; an element with no elemental reference).
+    dropped: list[tuple[int, str]]
+    label: str = HULL_LABEL
+
+
+def proxy_hull(reference_structures: Sequence[Structure | None], energies: Sequence[float]) -> ProxyHull:
+    """The convex hull of the reference crystals: one PDEntry per crystal, composition = the crystal's,
+    total energy = e_per_atom * n_atoms (CHGNet's), a potential-based proxy of the DFT hull.
+
+    A PhaseDiagram needs an elemental entry for each of its elements, so compounds that contain an element
+    with no elemental reference crystal are dropped (and listed); crystals whose elements the hull then lacks
+    get NaN from :func:`e_above_hull`.
+    """
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+
+    if len(reference_structures) != len(energies):
+        raise ValueError(
+            f"proxy_hull: {len(reference_structures)} reference crystals but {len(energies)} energies"
+        )
+    dropped: list[tuple[int, str]] = []
+    candidates = []
+    for i, (s, e) in enumerate(zip(reference_structures, energies)):
+        if s is None:
+            dropped.append((i, "unreadable crystal"))
+        elif not math.isfinite(float(e)):
+            dropped.append((i, "no CHGNet energy"))
+        else:
+            candidates.append((i, s.composition.element_composition, float(e) * s.composition.num_atoms))
+    elemental = {str(c.elements[0]) for _, c, _ in candidates if len(c.elements) == 1}
+    entries = []
+    for i, comp, etot in candidates:
+        missing = sorted({str(el) for el in comp.elements} - elemental)
+        if missing:
+            dropped.append((i, f"no elemental reference for {', '.join(missing)}"))
+        else:
+            entries.append(PDEntry(comp, etot, name=comp.reduced_formula))
+    if not entries:
+        raise ValueError("proxy_hull: no reference crystal with an energy and elemental references")
+    dropped.sort()
+    return ProxyHull(PhaseDiagram(entries), frozenset(elemental), len(entries), dropped)
+
+
+def e_above_hull(structure: Structure, energy_per_atom: float, hull: ProxyHull) -> tuple[float, str | None]:
+    """(E_hull in eV/atom, None), or (NaN, reason) when the energy is missing or the hull lacks one of the
+    crystal's elements. Negative values (below the proxy hull) are kept: they count as stable."""
+    from pymatgen.analysis.phase_diagram import PDEntry
+
+    if structure is None:
+        return math.nan, "unreadable crystal"
+    if not math.isfinite(float(energy_per_atom)):
+        return math.nan, "no energy"
+    comp = structure.composition.element_composition
+    missing = sorted({str(el) for el in comp.elements} - hull.elements)
+    if missing:
+        return math.nan, f"the proxy hull has no reference for {', '.join(missing)}"
+    entry = PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, e = hull.diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
+    except Exception as err:  # noqa: BLE001 - recorded per crystal
+        return math.nan, f"hull decomposition failed: {type(err).__name__}: {err}"
+    if e is None or not math.isfinite(float(e)):
+        return math.nan, "hull decomposition failed"
+    return float(e), None
+
+
+# ------------------------------------------------------------------------------------------------
+# Rates
+# ------------------------------------------------------------------------------------------------
+def sun_rates(
+    unique: Sequence[bool],
+    novel: Sequence[bool],
+    e_hull: Sequence[float] | None = None,
+    *,
+    threshold: float = METASTABLE_THRESHOLD,
+) -> dict:
+    """The S.U.N. fractions, every one over all generated crystals (unreadable ones and those without an
+    E_hull count as neither stable nor S.U.N.).
+
+    ``stable`` is E_hull <= 0 (within :data:`STABLE_TOL`), ``metastable`` E_hull <= ``threshold``; S.U.N. is
+    stable and unique and novel, S.U.N.(threshold) the same with the looser criterion. Without ``e_hull``
+    only the unique, novel and unique-and-novel rates are given (the others are None).
+    """
+    n = len(unique)
+    if len(novel) != n or (e_hull is not None and len(e_hull) != n):
+        raise ValueError("sun_rates: unique, novel and e_hull must have one entry per generated crystal")
+    u = np.asarray(unique, dtype=bool)
+    v = np.asarray(novel, dtype=bool)
+
+    def rate(mask):
+        return float(mask.sum() / n) if n else math.nan
+
+    out: dict[str, Any] = {
+        "n": n,
+        "unique": rate(u),
+        "novel": rate(v),
+        "unique_novel": rate(u & v),
+        "stable": None,
+        f"stable_{threshold:g}": None,
+        "sun": None,
+        f"sun_{threshold:g}": None,
+        "n_with_e_hull": None,
+        "stable_tol": STABLE_TOL,
+        "metastable_threshold": threshold,
+    }
+    if e_hull is not None:
+        e = np.asarray(e_hull, dtype=float)
+        ok = np.isfinite(e)
+        stable = ok & (np.where(ok, e, np.inf) <= STABLE_TOL)
+        meta = ok & (np.where(ok, e, np.inf) <= threshold)
+        out.update({
+            "stable": rate(stable),
+            f"stable_{threshold:g}": rate(meta),
+            "sun": rate(stable & u & v),
+            f"sun_{threshold:g}": rate(meta & u & v),
+            "n_with_e_hull": int(ok.sum()),
+        })  # fmt: skip
+    return out
+
+
+def read_crystals(path: str | os.PathLike, *, what: str) -> tuple[list[str], list, list[str | None]]:
+    """(ids, structures or None, errors) of every crystal of a file or folder (srd.structures formats).
+
+    A file with no readable crystal at all is refused, naming the file and its first error."""
+    from ..structures import read_structures
+
+    ids, structures, errors = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r in read_structures(Path(path)):
+            ids.append(r.id)
+            structures.append(r.structure)
+            errors.append(r.error)
+    if not any(s is not None for s in structures):
+        first = next((e for e in errors if e), "it holds no crystal")
+        raise ValueError(f"{what} {path}: no readable crystal ({first})")
+    return ids, structures, errors

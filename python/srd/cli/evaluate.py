@@ -3,6 +3,7 @@
 srd-evaluate gen INPUT --reference data/mp_20/test.csv.gz [-o OUT] [--n-samples 1000]
 srd-evaluate recon RECON_OUT --reference data/perov_5/test.csv.gz
 srd-evaluate sun GEN --train data/mp_20/train.csv.gz [--hull REF ...] [--relax] [-o OUT]
+srd-evaluate repr GEN --reference REF [-o OUT]
 """
 
 from __future__ import annotations
@@ -70,6 +71,36 @@ energies, or relaxed ones with --relax; a crystal whose elements the hull lacks 
 in sun.csv). Writes OUT/sun.json, OUT/sun.csv (one row per crystal) and OUT/e_hull.png."""
 
 
+REPR_DESCRIPTION = """\
+Judge generated representation vectors R in R space, without reconstruction: GEN against REF (the
+featurised test split), per block of R (ead = ead_max + ead_min, dmin, lattice, composition, size, and
+all of R):
+
+  NN gen->ref   mean Euclidean distance from each generated vector to its nearest reference vector
+                (precision-like)
+  NN ref->gen   mean distance from each reference vector to its nearest generated vector (recall-like)
+  W1            mean (and max) over the block's coordinates of the 1-D Wasserstein distance between the
+                generated and the reference marginals
+
+in the units of R as stored (SPEC section 2: EAD, d_min and lattice min-max scaled, composition
+fractions and n / n_max unscaled). From the decoded vectors (srd.representation.decode): the fraction
+that decode (rejections counted by reason), SMACT composition validity (over all vectors), and the EMD
+of the number of elements and of the density (g/cm^3, from the decoded lattice and composition), as
+CDVAE computes them: N valid (decoded, SMACT-valid) generated vectors per seed against every reference
+vector; mean +- std over the seeds.
+
+GEN and REF are representations files (.pt written by srd-featurize, or srd-sample's representations.pt;
+an srd-sample output folder means its representations.pt) or crystals, a CSV(.gz) with a 'cif' column,
+which are featurised here (srd-featurize's featurisation and cache). Scaling statistics: --stats, else
+GEN's file, else REF's, else fitted on REF; a representations file with other statistics is rescaled
+into them exactly. Both sides must have the same descriptor grid and n_max. Writes OUT/repr.json and
+prints the tables.
+
+examples:
+  srd-evaluate repr samples/ --reference data/perov_5/test.csv.gz
+  srd-evaluate repr data/perov_5/val.csv.gz -r data/perov_5/test.csv.gz -o ceiling --subsample 500"""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(t) for t in text.split(",") if t.strip()]
@@ -96,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="srd-evaluate",
         description="Evaluate generated (gen) or reconstructed (recon) crystals with the CDVAE community protocol, "
-        "or generated crystals' S.U.N. rates (sun: stable, unique, novel).",
+        "or generated crystals' S.U.N. rates (sun: stable, unique, novel), or generated representation "
+        "vectors in R space without reconstruction (repr).",
         formatter_class=HelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{gen,recon,sun}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{gen,recon,sun,repr}")
 
     g = sub.add_parser("gen", help="generation metrics (validity, EMDs, COV-R/COV-P)", description=GEN_DESCRIPTION,
                        formatter_class=HelpFormatter)  # fmt: skip
@@ -176,6 +208,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute the --hull references' CHGNet energies (and do not cache them)")  # fmt: skip
     s.add_argument("--no-plots", action="store_true", help="skip the E_hull histogram")
     add_quiet_arg(s)
+
+    e = sub.add_parser("repr", help="R-space metrics of generated representation vectors (no reconstruction)",
+                       description=REPR_DESCRIPTION, formatter_class=HelpFormatter)  # fmt: skip
+    e.add_argument("input", metavar="GEN", help="generated vectors: a representations file (.pt), an srd-sample "
+                   "output folder (its representations.pt), or crystals in a CSV(.gz) with a 'cif' column")  # fmt: skip
+    e.add_argument("--reference", "-r", required=True, metavar="REF",
+                   help="reference: a representations file (.pt) or crystals in a CSV(.gz) (the test split)")  # fmt: skip
+    e.add_argument("-o", "--out", default=None, metavar="OUT",
+                   help="output folder for repr.json; default: GEN itself when it is a folder, else GEN's name + "
+                   "'_metrics'")  # fmt: skip
+    e.add_argument("--stats", default=None, metavar="FILE",
+                   help="scaling statistics of the common R space (a feature file or an srd-train checkpoint); "
+                   "default: GEN's file, else REF's, else fitted on REF")  # fmt: skip
+    size = e.add_mutually_exclusive_group()
+    size.add_argument("--dataset", choices=DATASETS, default=None,
+                      help="sets n_max when both inputs are CSVs (default: guessed from the paths)")  # fmt: skip
+    size.add_argument("--n-max", type=positive_int, default=None,
+                      help="n_max when both inputs are CSVs whose paths name no dataset")  # fmt: skip
+    e.add_argument("--composition", choices=("largest-remainder", "nearest"), default="largest-remainder",
+                   help="how decoding turns composition fractions into atom counts (srd-sample's --composition)")  # fmt: skip
+    e.add_argument("--n-samples", type=positive_int, default=1000,
+                   help="generated vectors drawn (without replacement) for the EMDs; all of the pool when fewer")  # fmt: skip
+    e.add_argument("--seeds", type=_seeds, default=[0, 1, 2], metavar="S1,S2,...",
+                   help="seeds of the EMD draws; mean and std over them are reported")  # fmt: skip
+    e.add_argument("--emd-pool", choices=("valid", "decoded"), default="valid",
+                   help="generated vectors the EMDs draw from: decoded and SMACT-valid (CDVAE's valid samples, "
+                   "less structure validity, which needs positions) or every decoded vector")  # fmt: skip
+    e.add_argument("--subsample", type=positive_int, default=None, metavar="N",
+                   help="score N randomly chosen vectors (crystals) of each side, drawn without replacement "
+                   "with numpy default_rng(--seed) before featurising; default: all")  # fmt: skip
+    e.add_argument("--seed", type=int, default=0, help="seed of --subsample")
+    e.add_argument("--chunk", type=positive_int, default=1024,
+                   help="generated rows per block of the nearest-neighbour distance matrix (memory ~ CHUNK x "
+                   "len(REF) doubles)")  # fmt: skip
+    e.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="processes for CIF parsing when an input is a CSV")  # fmt: skip
+    e.add_argument("--no-cache", action="store_true",
+                   help="featurise CSV inputs afresh (neither read nor write the featurisation cache)")  # fmt: skip
+    add_quiet_arg(e)
     return p
 
 
@@ -447,6 +518,40 @@ def _sun(args) -> int:
     return 0
 
 
+def _repr(args) -> int:
+    from ..metrics.repr_eval import evaluate_representations, input_kind, markdown_table
+    from ..utils import run_metadata, write_json
+    from .featurize import load_stats
+
+    inp = Path(args.input)
+    input_kind(inp, what="GEN")
+    input_kind(args.reference, what="REF")
+    out = check_output_dir(Path(args.out) if args.out else _default_out(inp), flag="-o/--out", create=False)
+    stats = None
+    if args.stats:
+        stats = load_stats(args.stats)[0]
+    t0 = time.time()
+    res = evaluate_representations(
+        inp, args.reference, stats=stats, n_max=args.n_max, dataset=args.dataset, subsample=args.subsample,
+        seed=args.seed, use_cache=not args.no_cache, workers=args.workers, show_progress=not args.quiet,
+        composition=args.composition, n_samples=args.n_samples, seeds=args.seeds, emd_pool=args.emd_pool,
+        chunk=args.chunk,
+    )  # fmt: skip
+    if args.stats:
+        res["scaling_statistics"] = f"given (--stats {args.stats})"
+    res["seconds"] = round(time.time() - t0, 2)
+    res["run"] = run_metadata()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "repr.json", res)
+    sub = f", subsample {args.subsample} (seed {args.seed})" if args.subsample else ""
+    print(f"srd-evaluate repr: {res['n_generated']} generated vs {res['n_reference']} reference vectors "
+          f"(R dim {res['dim']}, n_max {res['n_max']}{sub}; scaling statistics: {res['scaling_statistics']}), "
+          f"{res['seconds']:.0f} s")  # fmt: skip
+    print(markdown_table(res))
+    print(f"wrote {out / 'repr.json'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run srd-evaluate with ``argv`` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -454,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gen(args)
     if args.command == "sun":
         return _sun(args)
+    if args.command == "repr":
+        return _repr(args)
     return _recon(args)
 
 

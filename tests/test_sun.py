@@ -210,6 +210,72 @@ def test_the_step_cap_is_honoured_and_flagged(chgnet_model):
     assert cell.shape == (3, 3) and pos.shape == (4, 3) and e / 4 == pytest.approx(r.e_initial)
 
 
+@pytest.fixture(scope="module")
+def mo_references(chgnet_model, tmp_path_factory):
+    """Mo (fcc and bcc only, to keep it short), a noble gas and an element CHGNet lacks; and their cache."""
+    from srd.metrics.sun import elemental_references
+
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRD_CACHE_DIR", str(cache))
+        refs = elemental_references(["Mo", "Ar", "Cm", "Mo"], model=chgnet_model, prototypes=("fcc", "bcc"))
+    return refs, cache
+
+
+def test_elemental_prototypes_pick_the_lowest_relaxed_energy_and_record_failures(mo_references):
+    refs, _ = mo_references
+    assert list(refs) == ["Mo", "Ar", "Cm"]
+    mo = refs["Mo"]
+    # bcc Mo is well established; CHGNet puts it ~0.16 eV/atom below fcc (the margin asserted is far smaller)
+    assert mo.ok and mo.prototype == "bcc" and mo.energies["fcc"] > mo.energies["bcc"] + 0.05
+    assert mo.e_per_atom == mo.energies["bcc"] and all(mo.converged.values()) and not mo.errors
+    assert mo.structure.composition.reduced_formula == "Mo" and not mo.structure.site_properties
+    # the relaxed bcc cell: conventional a = 2/sqrt(3) x the primitive's (experiment: 3.15 A)
+    assert 2.9 < mo.structure.lattice.abc[0] * 2 / math.sqrt(3) < 3.4
+    assert not refs["Ar"].ok and refs["Ar"].error.startswith("noble gas") and not refs["Ar"].energies
+    og = refs["Cm"]  # beyond CHGNet's 94 elements
+    assert not og.ok and set(og.errors) == {"fcc", "bcc"} and og.error.startswith("no prototype relaxed")
+    assert all(e.startswith("CHGNet relaxation failed") for e in og.errors.values())
+
+
+def test_elemental_prototypes_are_cached_per_element(mo_references, monkeypatch):
+    from srd.metrics import sun
+
+    refs, cache = mo_references
+    assert len(list(cache.glob("chgnet_energies/*.json"))) == 2  # Mo and Cm (noble gases are never relaxed)
+    monkeypatch.setenv("SRD_CACHE_DIR", str(cache))
+
+    def no_relax(*a, **k):
+        raise RuntimeError("relaxed again")
+
+    monkeypatch.setattr(sun, "relax", no_relax)
+    again = sun.elemental_references(["Cm", "Mo"], prototypes=("fcc", "bcc"))
+    assert again["Mo"].cached and again["Cm"].cached and not again["Cm"].ok
+    assert again["Mo"].e_per_atom == refs["Mo"].e_per_atom and again["Mo"].energies == refs["Mo"].energies
+    assert again["Mo"].structure.matches(refs["Mo"].structure)
+    with pytest.raises(RuntimeError, match="relaxed again"):  # other prototypes: another cache entry
+        sun.elemental_references(["Mo"], prototypes=("bcc",))
+
+
+def test_a_prototype_gives_compounds_of_an_element_missing_from_ref_an_e_hull(mo_references):
+    from srd.metrics.sun import PROTOTYPE_NOTE, e_above_hull, missing_elements, proxy_hull
+
+    refs, _ = mo_references
+    nacl, na, cl = _rocksalt(), _elemental("Na", 3.0), _elemental("Cl", 3.5)
+    mocl = _rocksalt(4.6, ("Mo", "Cl"))
+    ref, energies = [nacl, na, cl, _rocksalt(6.3, ("K", "Cl"))], [-3.5, -1.0, -1.5, -3.0]
+    assert missing_elements(ref, energies, [mocl, None]) == ["K", "Mo"]
+    hull = proxy_hull(ref, energies, refs)
+    assert hull.prototypes == {"Mo": "bcc"} and "Mo" in hull.elements and "Ar" not in hull.elements
+    assert hull.dropped == [(3, "no elemental reference for K")]
+    assert "not the Materials Project DFT hull" in hull.label and PROTOTYPE_NOTE in hull.label
+    e_mo = refs["Mo"].e_per_atom
+    assert e_above_hull(mocl, (e_mo - 1.5) / 2 + 0.2, hull) == (pytest.approx(0.2), None)
+    # an element the reference crystals have keeps its crystal: the prototype is ignored
+    hull_na = proxy_hull([nacl, na, cl], [-3.5, -1.0, -1.5], {"Na": refs["Mo"]})
+    assert hull_na.prototypes == {} and hull_na.label == proxy_hull([na], [-1.0]).label
+
+
 # ------------------------------------------------------------------------------------------------
 # srd-evaluate sun
 # ------------------------------------------------------------------------------------------------
@@ -288,7 +354,8 @@ def test_cli_hull_gives_e_hull_and_caches_the_reference_energies(sun_inputs, tmp
     gen_csv, train_csv = sun_inputs
     ref = _csv(tmp_path / "ref.csv", [_rocksalt(), _elemental("Na", 3.0), _elemental("Cl", 3.5)])
     out = tmp_path / "eval"
-    args = ["sun", str(gen_csv), "--train", str(train_csv), "--hull", str(ref), "-o", str(out), "-q"]
+    args = ["sun", str(gen_csv), "--train", str(train_csv), "--hull", str(ref), "-o", str(out), "-q",
+            "--no-element-prototypes"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(args) == 0
@@ -297,6 +364,8 @@ def test_cli_hull_gives_e_hull_and_caches_the_reference_energies(sun_inputs, tmp
         assert main(args) == 0
     m = json.loads((out / "sun.json").read_text())
     assert m["hull"]["cache"][0]["hit"] is True and "proxy" in m["hull"]["label"]
+    assert m["hull"]["element_prototypes"] == {"enabled": False, "used": {}}
+    assert "prototype" not in m["hull"]["label"]
     df = pd.read_csv(out / "sun.csv")
     # NaCl and its supercell are the hull's own NaCl: E_hull 0, stable; the others lack hull elements
     assert df["e_hull"].iloc[:2].abs().max() < 1e-5
@@ -312,7 +381,7 @@ def test_cli_relax_uses_the_relaxed_energies(sun_inputs, tmp_path, chgnet_model)
     ref = _csv(tmp_path / "ref.csv", [_rocksalt(), _elemental("Na", 3.0), _elemental("Cl", 3.5)])
     out = tmp_path / "eval"
     args = ["sun", str(gen_csv), "--train", str(train_csv), "--hull", str(ref), "--relax", "--steps", "5",
-            "-o", str(out), "-q"]  # fmt: skip
+            "-o", str(out), "-q", "--no-element-prototypes"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(args) == 0
@@ -324,6 +393,42 @@ def test_cli_relax_uses_the_relaxed_energies(sun_inputs, tmp_path, chgnet_model)
     assert m["energies"]["kind"] == "relaxed" and m["energies"]["n_relaxed"] == 4
     # the relaxed NaCl may sit slightly below the hull built from the unrelaxed reference: still stable
     assert df["e_hull"].iloc[0] <= 1e-5
+
+
+def test_cli_element_prototypes_stand_in_for_an_element_missing_from_ref(tmp_path, chgnet_model, monkeypatch):
+    """No elemental K among REF: a CHGNet-relaxed K prototype (only bcc here, to keep the test short) lets KCl
+    have an E_hull; sun.json says which element got which prototype."""
+    from srd.cli.evaluate import main
+    from srd.metrics import sun
+
+    monkeypatch.setattr(sun, "ELEMENT_PROTOTYPES", ("bcc",))
+    train_csv = _csv(tmp_path / "train.csv", [_elemental("Na", 3.0)])
+    gen_csv = _csv(tmp_path / "gen.csv", [_rocksalt(), _rocksalt(6.3, ("K", "Cl"))], ["nacl", "kcl"])
+    ref = _csv(tmp_path / "ref.csv", [_rocksalt(), _elemental("Na", 3.0), _elemental("Cl", 3.5)])
+    out = tmp_path / "eval"
+    args = [
+        "sun",
+        str(gen_csv),
+        "--train",
+        str(train_csv),
+        "--hull",
+        str(ref),
+        "-o",
+        str(out),
+        "-q",
+        "--no-plots",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    m = json.loads((out / "sun.json").read_text())
+    info = m["hull"]["element_prototypes"]
+    assert info["enabled"] and info["requested"] == ["K"] and info["used"] == {"K": "bcc"}
+    assert info["elements"]["K"]["prototype"] == "bcc" and info["elements"]["K"]["e_per_atom"] < 0
+    assert "not the Materials Project DFT hull" in m["hull"]["label"] and "prototypes" in m["hull"]["label"]
+    assert "K" in m["hull"]["elements"]
+    df = pd.read_csv(out / "sun.csv")
+    assert np.isfinite(df["e_hull"]).all() and df["e_hull"].iloc[0] == pytest.approx(0.0, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------

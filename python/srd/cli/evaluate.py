@@ -67,8 +67,10 @@ the crystals as generated.
 E_hull needs --hull (and CHGNet: pip install "srd[sun]"): the hull is built from the REF crystals' CHGNet
 static energies (cached in $SRD_CACHE_DIR/chgnet_energies or ~/.cache/srd/chgnet_energies). It is a
 potential-based PROXY hull, not the Materials Project DFT hull. Generated crystals get static CHGNet
-energies, or relaxed ones with --relax; a crystal whose elements the hull lacks gets no E_hull (the reason is
-in sun.csv). Writes OUT/sun.json, OUT/sun.csv (one row per crystal) and OUT/e_hull.png."""
+energies, or relaxed ones with --relax. An element of the REF or GEN crystals that no REF crystal is a pure
+phase of gets an elemental reference from CHGNet-relaxed prototypes (the lowest of fcc, bcc, hcp, simple
+cubic and diamond; cached per element; not for noble gases; --no-element-prototypes turns this off); a crystal
+whose elements the hull still lacks gets no E_hull (the reason is in sun.csv). Writes OUT/sun.json, OUT/sun.csv (one row per crystal) and OUT/e_hull.png."""
 
 
 REPR_DESCRIPTION = """\
@@ -205,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the looser stability criterion E_hull <= THRESHOLD (eV/atom), reported beside E_hull <= 0")  # fmt: skip
     s.add_argument("--device", default="cpu", help="CHGNet device: cpu, cuda, cuda:N or auto")
     s.add_argument("--no-cache", action="store_true",
-                   help="recompute the --hull references' CHGNet energies (and do not cache them)")  # fmt: skip
+                   help="recompute the --hull references' CHGNet energies and elemental prototypes (and do not "
+                   "cache them)")  # fmt: skip
+    s.add_argument("--no-element-prototypes", action="store_true",
+                   help="do not stand in CHGNet-relaxed elemental prototypes for elements with no elemental "
+                   "REF crystal (compounds of such elements then leave the hull)")  # fmt: skip
     s.add_argument("--no-plots", action="store_true", help="skip the E_hull histogram")
     add_quiet_arg(s)
 
@@ -453,17 +459,31 @@ def _sun(args) -> int:
             ref_structures += rs
             ref_energies += [float(x) for x in res.e_per_atom]
             caches.append({"file": str(f), **cache})
-        hull = sun.proxy_hull(ref_structures, ref_energies)
+        prototype_info = {"enabled": not args.no_element_prototypes}
+        element_refs = None
+        if not args.no_element_prototypes:
+            wanted = sun.missing_elements(ref_structures, ref_energies, gen)
+            element_refs = sun.elemental_references(wanted, device=device, use_cache=not args.no_cache,
+                                                    show_progress=show)  # fmt: skip
+            prototype_info.update({
+                "note": sun.PROTOTYPE_NOTE, "prototypes": list(sun.ELEMENT_PROTOTYPES),
+                "fmax": sun.PROTOTYPE_FMAX, "steps": sun.PROTOTYPE_STEPS, "requested": wanted,
+                "elements": {el: r.summary() for el, r in element_refs.items() if r.ok},
+                "failed": {el: r.error for el, r in element_refs.items() if not r.ok},
+            })  # fmt: skip
+        hull = sun.proxy_hull(ref_structures, ref_energies, element_refs)
+        prototype_info["used"] = hull.prototypes
         for i in range(n):
             if gen[i] is None or not math.isfinite(e_pa[i]):
                 continue
             e_hull[i], why = sun.e_above_hull(gen[i], e_pa[i], hull)
             if why:
                 reasons[i].append(why)
-        hull_info = {"label": sun.HULL_LABEL, "references": [str(f) for f in args.hull],
+        hull_info = {"label": hull.label, "references": [str(f) for f in args.hull],
                      "n_reference_crystals": len(ref_structures), "n_entries": hull.n_entries,
                      "n_dropped": len(hull.dropped), "elements": sorted(hull.elements),
-                     "reference_energies": "CHGNet static energies of the crystals as given", "cache": caches}  # fmt: skip
+                     "reference_energies": "CHGNet static energies of the crystals as given", "cache": caches,
+                     "element_prototypes": prototype_info}  # fmt: skip
     rates = sun.sun_rates(
         uni["unique"], nov["novel"], e_hull if args.hull else None, threshold=args.threshold
     )
@@ -512,7 +532,10 @@ def _sun(args) -> int:
         print(f"  stable % (E_hull <= {thr})    {_fmt_rate(rates[f'stable_{thr}'])}")
         print(f"  S.U.N. %                    {_fmt_rate(rates['sun'])}")
         print(f"  S.U.N. % (E_hull <= {thr})    {_fmt_rate(rates[f'sun_{thr}'])}")
-        print(f"  ({rates['n_with_e_hull']} crystals with an E_hull; {sun.HULL_LABEL})")
+        print(f"  ({rates['n_with_e_hull']} crystals with an E_hull; {hull.label})")
+        if hull.prototypes:
+            used = ", ".join(f"{el} {p}" for el, p in hull.prototypes.items())
+            print(f"  elemental prototypes stood in for: {used}")
     written = [out / "sun.json", out / "sun.csv"] + ([out / "e_hull.png"] if plotted else [])
     print("wrote " + ", ".join(str(w) for w in written))
     return 0

@@ -11,6 +11,8 @@ would survive a relaxation; MatterGen's S.U.N. rate does:
 * :func:`proxy_hull`, :func:`e_above_hull`: the energy above a convex hull built from reference crystals'
   **CHGNet** energies. This is a potential-based proxy hull, not the Materials Project DFT hull: its values
   are comparable between models scored against the same references, not with DFT E_hull figures.
+* :func:`elemental_references`: CHGNet-relaxed elemental prototypes (fcc, bcc, hcp, simple cubic, diamond),
+  the elemental references of the proxy hull for elements that the reference crystals hold no pure phase of.
 * :func:`sun_rates`: the stable, unique, novel and S.U.N. fractions, all over every generated crystal.
 
 Both matching steps first bucket crystals by reduced composition: StructureMatcher never matches crystals
@@ -26,7 +28,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,8 +60,15 @@ __all__ = [
     "static_energies",
     "relax",
     "reference_energies",
+    "ELEMENT_PROTOTYPES",
+    "NOBLE_GASES",
+    "PROTOTYPE_NOTE",
+    "ElementReference",
+    "elemental_references",
+    "prototype_cells",
     "ProxyHull",
     "proxy_hull",
+    "missing_elements",
     "e_above_hull",
     "sun_rates",
     "read_crystals",
@@ -331,13 +340,25 @@ def relax(
         warnings.simplefilter("ignore")
         opt = StructOptimizer(model=model, optimizer_class="FIRE")
     results: list[RelaxResult] = []
-    for i, s in enumerate(
-        progress(structures, desc="CHGNet relax", unit="crystal", disable=not show_progress)
-    ):
-        results.append(_relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory))
-        if on_result is not None:
-            on_result(i, results[-1])
+    with _one_blas_thread():
+        for i, s in enumerate(
+            progress(structures, desc="CHGNet relax", unit="crystal", disable=not show_progress)
+        ):
+            results.append(_relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory))
+            if on_result is not None:
+                on_result(i, results[-1])
     return results
+
+
+def _one_blas_thread():
+    """One BLAS thread while relaxing: the cell filter's 3x3 and 9x9 matrix functions (expm_frechet, logm) are
+    far too small to gain from threads, and on a busy machine OpenBLAS's waiting threads made each step ~8x
+    slower (measured: 15 s instead of 2 s for a 10-step relaxation of a one-atom cell)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, nothing is limited
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory) -> RelaxResult:
@@ -371,6 +392,33 @@ def _relax_one(opt, s, fmax, steps, relax_cell, keep_trajectory) -> RelaxResult:
     return res
 
 
+def _energy_cache(*parts: str) -> tuple[str, Path]:
+    """(key, path) of one energy cache file: the key is the sha256 of ``parts`` and the CHGNet version."""
+    import hashlib
+
+    key = hashlib.sha256(
+        "|".join([*parts[:1], f"chgnet-{chgnet_version()}", *parts[1:]]).encode()
+    ).hexdigest()
+    return key, cache_root("chgnet_energies") / f"{key}.json"
+
+
+def _read_energy_cache(cache: Path, key: str) -> dict | None:
+    """The cache file's JSON when it is there, readable and of ``key``; None otherwise (a damaged cache is
+    recomputed and overwritten)."""
+    if not cache.is_file():
+        return None
+    try:
+        d = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("key") == key else None
+
+
+def _write_energy_cache(cache: Path, d: dict) -> None:
+    """JSON (never pickle), written atomically."""
+    atomic_write_text(cache, json.dumps(d) + "\n")
+
+
 def reference_energies(
     path: str | os.PathLike,
     structures: Sequence[Structure | None],
@@ -386,22 +434,18 @@ def reference_energies(
     of the file, the CHGNet version and "static"; the cache is JSON (never pickle), written atomically, and
     checked against the crystal ids. Returns the energies and ``{"path", "hit"}`` of the cache.
     """
-    import hashlib
-
-    key = hashlib.sha256(f"{sha256_file(path)}|chgnet-{chgnet_version()}|static".encode()).hexdigest()
-    cache = cache_root("chgnet_energies") / f"{key}.json"
+    key, cache = _energy_cache(sha256_file(path), "static")
     ids = [str(i) for i in ids]
-    if use_cache and cache.is_file():
+    d = _read_energy_cache(cache, key) if use_cache else None
+    if d is not None and d.get("ids") == ids:
         try:
-            d = json.loads(cache.read_text())
-            if d.get("key") == key and d.get("ids") == ids:
-                e = np.array([float(x) for x in d["e_per_atom"]], dtype=float)
-                return StaticEnergies(e, list(d["errors"])), {"path": str(cache), "hit": True}
-        except (OSError, ValueError, KeyError, TypeError):
+            e = np.array([float(x) for x in d["e_per_atom"]], dtype=float)
+            return StaticEnergies(e, list(d["errors"])), {"path": str(cache), "hit": True}
+        except (ValueError, KeyError, TypeError):
             pass  # a damaged cache is recomputed and overwritten
     res = static_energies(structures, device=device, show_progress=show_progress)
     if use_cache:
-        d = {
+        _write_energy_cache(cache, {
             "key": key,
             "source": str(path),
             "chgnet_version": chgnet_version(),
@@ -409,9 +453,214 @@ def reference_energies(
             "ids": ids,
             "e_per_atom": [repr(float(x)) for x in res.e_per_atom],  # "nan" survives JSON
             "errors": res.errors,
-        }
-        atomic_write_text(cache, json.dumps(d) + "\n")
+        })  # fmt: skip
     return res, {"path": str(cache) if use_cache else None, "hit": False}
+
+
+# ------------------------------------------------------------------------------------------------
+# Elemental references: CHGNet-relaxed prototypes
+# ------------------------------------------------------------------------------------------------
+#: The elemental crystal structures tried by :func:`elemental_references` (``ase.build.bulk`` names).
+ELEMENT_PROTOTYPES = ("fcc", "bcc", "hcp", "sc", "diamond")
+#: No solid prototype is relaxed for these: CHGNet has no van der Waals binding to hold their crystals.
+NOBLE_GASES = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Rn", "Og"})
+#: :func:`elemental_references`' relaxation: force threshold (eV/A) and step cap.
+PROTOTYPE_FMAX = 0.05
+PROTOTYPE_STEPS = 300
+#: Bump when the prototype cells (lattice guesses) change: part of the cache key.
+_PROTOTYPE_VERSION = "1"
+
+#: Added to a proxy hull's label when prototypes stand in for missing elemental references.
+PROTOTYPE_NOTE = (
+    "elemental references for elements with no elemental crystal among the reference crystals are "
+    "CHGNet-relaxed prototypes (the lowest of fcc, bcc, hcp, simple cubic, diamond)"
+)
+
+
+@dataclass
+class ElementReference:
+    """The lowest-energy CHGNet-relaxed prototype of one element. ``e_per_atom`` (eV/atom) is NaN and
+    ``prototype``/``structure`` are None when no prototype gave an energy (``error`` says why).
+    ``energies``: relaxed energy per atom of each prototype that relaxed; ``errors``: why the others failed;
+    ``converged``: per prototype, whether FIRE stopped before the step cap; ``cached``: read from the cache."""
+
+    element: str
+    e_per_atom: float = math.nan
+    prototype: str | None = None
+    structure: Structure | None = None
+    energies: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    converged: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.prototype is not None and math.isfinite(self.e_per_atom)
+
+    def summary(self) -> dict:
+        """The JSON-able record (sun.json)."""
+        return {
+            "prototype": self.prototype,
+            "e_per_atom": self.e_per_atom if self.ok else None,
+            "energies": self.energies,
+            "converged": self.converged,
+            "errors": self.errors,
+            "error": self.error,
+            "cached": self.cached,
+        }
+
+
+def _radii(symbol: str) -> tuple[float, float]:
+    """(atomic, covalent) radius in A from pymatgen, each falling back on the other and then on 1.5 A."""
+    from pymatgen.core import Element
+
+    el = Element(symbol)
+    with warnings.catch_warnings():  # "No data available for atomic_radius_calculated"
+        warnings.simplefilter("ignore")
+        atomic = el.atomic_radius or el.atomic_radius_calculated
+    try:
+        from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+        covalent = CovalentRadius.radius.get(symbol)
+    except ImportError:
+        covalent = None
+    atomic = float(atomic or covalent or 1.5)
+    return atomic, float(covalent or atomic)
+
+
+def prototype_cells(symbol: str, prototypes: Sequence[str] = ELEMENT_PROTOTYPES) -> dict[str, Structure]:
+    """The primitive cells of ``symbol``'s prototypes, before relaxation. Lattice constants are guessed from
+    pymatgen's radii: nearest-neighbour distance d = 2 x atomic radius (fcc a = d sqrt 2, bcc a = 2d/sqrt 3,
+    hcp a = d with the ideal c/a = sqrt(8/3), sc a = d) or 2 x covalent radius (diamond a = 4d/sqrt 3)."""
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atomic, covalent = _radii(symbol)
+    d, dc = 2 * atomic, 2 * covalent
+    makers = {
+        "fcc": lambda: bulk(symbol, "fcc", a=d * math.sqrt(2)),
+        "bcc": lambda: bulk(symbol, "bcc", a=2 * d / math.sqrt(3)),
+        "hcp": lambda: bulk(symbol, "hcp", a=d, c=d * math.sqrt(8 / 3)),
+        "sc": lambda: bulk(symbol, "sc", a=d),
+        "diamond": lambda: bulk(symbol, "diamond", a=4 * dc / math.sqrt(3)),
+    }
+    unknown = sorted(set(prototypes) - set(makers))
+    if unknown:
+        raise ValueError(f"unknown elemental prototype(s) {unknown}; known: {list(makers)}")
+    return {p: AseAtomsAdaptor.get_structure(makers[p]()) for p in prototypes}
+
+
+def _plain(structure: Structure) -> Structure:
+    """The structure without site properties (CHGNet's magmoms): lattice, species, positions."""
+    from pymatgen.core import Structure
+
+    return Structure(structure.lattice, structure.species, structure.frac_coords)
+
+
+def elemental_references(
+    elements: Sequence[str],
+    *,
+    model=None,
+    device: str = "cpu",
+    prototypes: Sequence[str] | None = None,
+    fmax: float = PROTOTYPE_FMAX,
+    steps: int = PROTOTYPE_STEPS,
+    use_cache: bool = True,
+    show_progress: bool = False,
+) -> dict[str, ElementReference]:
+    """Elemental references from prototypes: every prototype of each element (default
+    :data:`ELEMENT_PROTOTYPES`, see :func:`prototype_cells`) is relaxed with CHGNet (cell relaxed, FIRE,
+    ``fmax``, at most ``steps`` steps; an unconverged relaxation still counts, its energy being that of a
+    real configuration) and the lowest energy per atom is kept.
+
+    A failed prototype is recorded in ``errors``; an element none of whose prototypes relaxed (one CHGNet
+    cannot handle), and a noble gas (:data:`NOBLE_GASES`, never relaxed), has ``ok`` False and ``error``:
+    leave it out of the hull. Each element is cached on its own (JSON, atomic writes, in
+    ``cache_root("chgnet_energies")``), keyed by the element, the CHGNet version, the prototypes and the
+    relaxation settings. Returns one :class:`ElementReference` per distinct element asked for.
+    """
+    from pymatgen.core import Element, Structure
+
+    protos = tuple(ELEMENT_PROTOTYPES if prototypes is None else prototypes)
+    out: dict[str, ElementReference] = {}
+    todo = []
+    for el in dict.fromkeys(str(e) for e in elements):
+        try:
+            Element(el)
+        except ValueError:
+            out[el] = ElementReference(el, error=f"not an element: {el!r}")
+            continue
+        if el in NOBLE_GASES:
+            out[el] = ElementReference(
+                el, error="noble gas: no solid prototype (CHGNet has no van der Waals binding)"
+            )
+            continue
+        key, cache = _energy_cache(f"element-prototypes-v{_PROTOTYPE_VERSION}", el, ",".join(protos),
+                                   f"fmax={fmax!r}", f"steps={steps}")  # fmt: skip
+        d = _read_energy_cache(cache, key) if use_cache else None
+        if d is not None:
+            try:
+                ref = ElementReference(
+                    el,
+                    e_per_atom=float(d["e_per_atom"]),
+                    prototype=d["prototype"],
+                    structure=Structure.from_dict(d["structure"]) if d["structure"] else None,
+                    energies={k: float(v) for k, v in d["energies"].items()},
+                    errors=dict(d["errors"]),
+                    converged={k: bool(v) for k, v in d["converged"].items()},
+                    error=d["error"],
+                    cached=True,
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # a damaged cache is recomputed and overwritten
+            else:
+                out[el] = ref
+                continue
+        todo.append((el, key, cache))
+    if not todo:
+        return {el: out[el] for el in dict.fromkeys(str(e) for e in elements)}
+
+    model = model or load_chgnet(device)
+    bar = progress(total=len(todo) * len(protos), desc="elemental prototypes", unit="relaxation",
+                   disable=not show_progress)  # fmt: skip
+    for el, key, cache in todo:
+        ref = ElementReference(el)
+        best = None
+        for name, cell in prototype_cells(el, protos).items():
+            (r,) = relax([cell], fmax=fmax, steps=steps, relax_cell=True, model=model)
+            bar.update(1)
+            if r.structure is None:
+                ref.errors[name] = r.error or "relaxation failed"
+                continue
+            ref.energies[name] = r.e_final
+            ref.converged[name] = r.converged
+            if best is None or r.e_final < best[1]:
+                best = (name, r.e_final, r.structure)
+        if best is None:
+            ref.error = "no prototype relaxed: " + "; ".join(f"{k}: {v}" for k, v in ref.errors.items())
+        else:
+            ref.prototype, ref.e_per_atom, ref.structure = best[0], best[1], _plain(best[2])
+        if use_cache:
+            _write_energy_cache(cache, {
+                "key": key,
+                "kind": "element-prototypes",
+                "element": el,
+                "chgnet_version": chgnet_version(),
+                "prototypes": list(protos),
+                "fmax": fmax,
+                "steps": steps,
+                "e_per_atom": repr(float(ref.e_per_atom)),  # "nan" survives JSON
+                "prototype": ref.prototype,
+                "structure": ref.structure.as_dict() if ref.structure is not None else None,
+                "energies": ref.energies,
+                "converged": ref.converged,
+                "errors": ref.errors,
+                "error": ref.error,
+            })  # fmt: skip
+        out[el] = ref
+    bar.close()
+    return {el: out[el] for el in dict.fromkeys(str(e) for e in elements)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,17 +676,26 @@ class ProxyHull:
     #: Reference crystals left out, with the reason (no energy; an element with no elemental reference).
     dropped: list[tuple[int, str]]
     label: str = HULL_LABEL
+    #: Elements whose elemental reference is a CHGNet-relaxed prototype: element -> prototype name.
+    prototypes: dict[str, str] = field(default_factory=dict)
 
 
-def proxy_hull(reference_structures: Sequence[Structure | None], energies: Sequence[float]) -> ProxyHull:
+def proxy_hull(
+    reference_structures: Sequence[Structure | None],
+    energies: Sequence[float],
+    element_references: Mapping[str, ElementReference] | None = None,
+) -> ProxyHull:
     """The convex hull of the reference crystals: one PDEntry per crystal, composition = the crystal's,
     total energy = e_per_atom * n_atoms (CHGNet's), a potential-based proxy of the DFT hull.
 
-    A PhaseDiagram needs an elemental entry for each of its elements, so compounds that contain an element
-    with no elemental reference crystal are dropped (and listed); crystals whose elements the hull then lacks
-    get NaN from :func:`e_above_hull`.
+    A PhaseDiagram needs an elemental entry for each of its elements. ``element_references``
+    (:func:`elemental_references`) supply one for each element that no reference crystal is a pure phase of
+    (those the reference crystals have are kept, the prototypes of these elements ignored; failed ones are
+    ignored); the label then says so. Compounds that still contain an element with no elemental reference
+    are dropped (and listed); crystals whose elements the hull then lacks get NaN from :func:`e_above_hull`.
     """
     from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
 
     if len(reference_structures) != len(energies):
         raise ValueError(
@@ -454,6 +712,12 @@ def proxy_hull(reference_structures: Sequence[Structure | None], energies: Seque
             candidates.append((i, s.composition.element_composition, float(e) * s.composition.num_atoms))
     elemental = {str(c.elements[0]) for _, c, _ in candidates if len(c.elements) == 1}
     entries = []
+    prototypes: dict[str, str] = {}
+    for el, ref in sorted((element_references or {}).items()):
+        if el not in elemental and ref.ok:
+            entries.append(PDEntry(Composition(el), ref.e_per_atom, name=f"{el} ({ref.prototype} prototype)"))
+            prototypes[el] = str(ref.prototype)
+    elemental |= set(prototypes)
     for i, comp, etot in candidates:
         missing = sorted({str(el) for el in comp.elements} - elemental)
         if missing:
@@ -463,7 +727,29 @@ def proxy_hull(reference_structures: Sequence[Structure | None], energies: Seque
     if not entries:
         raise ValueError("proxy_hull: no reference crystal with an energy and elemental references")
     dropped.sort()
-    return ProxyHull(PhaseDiagram(entries), frozenset(elemental), len(entries), dropped)
+    label = f"{HULL_LABEL}; {PROTOTYPE_NOTE}" if prototypes else HULL_LABEL
+    return ProxyHull(PhaseDiagram(entries), frozenset(elemental), len(entries), dropped, label, prototypes)
+
+
+def missing_elements(
+    reference_structures: Sequence[Structure | None],
+    energies: Sequence[float],
+    others: Sequence[Structure | None] = (),
+) -> list[str]:
+    """The elements of the reference crystals and of ``others`` (the generated crystals) that no reference
+    crystal with a finite energy is a pure phase of: those :func:`elemental_references` should supply."""
+    have, wanted = set(), set()
+    for s, e in zip(reference_structures, energies):
+        if s is None:
+            continue
+        els = {str(el) for el in s.composition.element_composition.elements}
+        wanted |= els
+        if len(els) == 1 and math.isfinite(float(e)):
+            have |= els
+    for s in others:
+        if s is not None:
+            wanted |= {str(el) for el in s.composition.element_composition.elements}
+    return sorted(wanted - have)
 
 
 def e_above_hull(structure: Structure, energy_per_atom: float, hull: ProxyHull) -> tuple[float, str | None]:

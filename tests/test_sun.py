@@ -317,6 +317,21 @@ def test_cli_reports_uniqueness_and_novelty(sun_inputs, tmp_path, capsys):
     assert "unique %" in capsys.readouterr().out
 
 
+def test_cli_sample_scores_the_seeded_rows_and_records_them(sun_inputs, tmp_path):
+    from srd.cli.evaluate import main
+    from srd.reconstruction.job import sample_rows
+
+    gen_csv, train_csv = sun_inputs
+    out = tmp_path / "eval_sample"
+    assert main(["sun", str(gen_csv), "--train", str(train_csv), "-o", str(out), "--sample", "2",
+                 "--sample-seed", "3", "-q"]) == 0  # fmt: skip
+    m = json.loads((out / "sun.json").read_text())
+    rows = sample_rows(4, 2, 3)
+    names = ["nacl", "nacl_super", "train_copy", "kcl"]
+    assert m["sample"]["rows"] == rows and m["sample"]["ids"] == [names[k] for k in rows]
+    assert m["n_generated"] == 2 and pd.read_csv(out / "sun.csv")["id"].tolist() == [names[k] for k in rows]
+
+
 def test_cli_unreadable_crystal_is_reported_with_its_row(sun_inputs, tmp_path):
     from srd.cli.evaluate import main
 

@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not stand in CHGNet-relaxed elemental prototypes for elements with no elemental "
                    "REF crystal (compounds of such elements then leave the hull)")  # fmt: skip
     s.add_argument("--no-plots", action="store_true", help="skip the E_hull histogram")
+    s.add_argument("--sample", type=positive_int, default=None, metavar="N",
+                   help="score a seeded uniform random sample of N crystals of GEN (numpy "
+                   "default_rng(S).choice over its rows, as srd-reconstruct --sample; rows and ids in sun.json)")  # fmt: skip
+    s.add_argument("--sample-seed", type=int, default=0, metavar="S", help="the seed of --sample")
     add_quiet_arg(s)
 
     e = sub.add_parser("repr", help="R-space metrics of generated representation vectors (no reconstruction)",
@@ -409,7 +413,18 @@ def _sun(args) -> int:
     t0 = time.time()
 
     gen_path = resolve_input(inp)
-    ids, gen, read_errors = sun.read_crystals(gen_path, what="GEN")
+    sample = None
+    if args.sample is not None:
+        from ..reconstruction.job import SAMPLE_METHOD, sample_rows
+        from ..structures import count_structures
+
+        population = count_structures(gen_path)
+        rows = sample_rows(population, args.sample, args.sample_seed)
+        sample = {"n": args.sample, "seed": args.sample_seed, "population": population, "method": SAMPLE_METHOD,
+                  "rows": rows}  # fmt: skip
+    ids, gen, read_errors = sun.read_crystals(gen_path, what="GEN", rows=sample["rows"] if sample else None)
+    if sample:
+        sample["ids"] = ids
     train, n_train_unreadable = [], 0
     for f in args.train:
         _, structures, _ = sun.read_crystals(f, what="--train")
@@ -516,6 +531,7 @@ def _sun(args) -> int:
         "energies": energy_info,
         "hull": hull_info,
         "inputs": {"generated": str(gen_path), "train": [str(f) for f in args.train]},
+        "sample": sample,
         "seconds": round(time.time() - t0, 2),
         "run": run_metadata(),
     }

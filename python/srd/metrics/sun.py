@@ -831,8 +831,11 @@ def sun_rates(
     return out
 
 
-def read_crystals(path: str | os.PathLike, *, what: str) -> tuple[list[str], list, list[str | None]]:
-    """(ids, structures or None, errors) of every crystal of a file or folder (srd.structures formats).
+def read_crystals(
+    path: str | os.PathLike, *, what: str, rows: Sequence[int] | None = None
+) -> tuple[list[str], list, list[str | None]]:
+    """(ids, structures or None, errors) of every crystal of a file or folder (srd.structures formats), or
+    only of the row indices ``rows``.
 
     A file with no readable crystal at all is refused, naming the file and its first error."""
     from ..structures import read_structures
@@ -840,7 +843,7 @@ def read_crystals(path: str | os.PathLike, *, what: str) -> tuple[list[str], lis
     ids, structures, errors = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for r in read_structures(Path(path)):
+        for r in read_structures(Path(path), rows=rows):
             ids.append(r.id)
             structures.append(r.structure)
             errors.append(r.error)

@@ -33,6 +33,7 @@ def record(folder: Path) -> dict:
         "evaluations_per_crystal_mean": summ["timing"]["evaluations_per_crystal_mean"],
         "seconds_per_crystal_mean": summ["timing"]["seconds_per_crystal_mean"],
         "git_commit": cfg.get("git_commit"),
+        "git_dirty": cfg.get("git_dirty"),  # None: not recorded (runs before it was)
     }
 
 
@@ -41,8 +42,20 @@ def main() -> None:
     p.add_argument("out", help="the JSON file to write")
     p.add_argument("folders", nargs="+", help="run folders (each with config.json and summary.json)")
     p.add_argument("--about", default="", help="a sentence on what the runs are, stored with them")
+    p.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="FOLDER=TEXT",
+        help="what code ran in FOLDER when its git_commit alone does not say (e.g. a working-tree change, "
+        "later committed); stored as the run's 'code' (repeatable)",
+    )
     args = p.parse_args()
+    notes = dict(c.split("=", 1) for c in args.code)
     runs = [record(Path(f)) for f in args.folders]
+    for f, r in zip(args.folders, runs):
+        if f in notes:
+            r["code"] = notes[f]
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps({"about": args.about, "runs": runs}, indent=1) + "\n")
     tmp.replace(args.out)

@@ -153,11 +153,34 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout's tracked files differ from its commit (then git_commit alone does not say
+    which code ran); None outside a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def run_metadata() -> dict:
-    """Package version, git commit, torch version: saved with every output folder and checkpoint."""
+    """Package version, git commit (and whether tracked files had uncommitted changes), torch version:
+    saved with every output folder and checkpoint."""
     from . import __version__
 
-    return {"srd_version": __version__, "git_commit": git_commit(), "torch_version": str(torch.__version__)}
+    return {
+        "srd_version": __version__,
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "torch_version": str(torch.__version__),
+    }
 
 
 def progress(

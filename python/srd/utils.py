@@ -170,6 +170,17 @@ def git_dirty() -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
+def pool_worker_init() -> None:
+    """The initializer of every multiprocessing pool srd forks: SIGTERM kills the worker (the default),
+    SIGINT is left to the parent. A worker forked from a process whose SIGTERM handler raises
+    (srd.cli._common.run) would raise wherever the signal lands, possibly holding the pool's queue lock;
+    Pool.terminate() at the end then waits for ever on a sibling blocked on that lock."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_metadata() -> dict:
     """Package version, git commit (and whether tracked files had uncommitted changes), torch version:
     saved with every output folder and checkpoint."""

@@ -30,7 +30,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from ..structures import Record, canonicalize, read_raw_items, record_from_raw_item
-from ..utils import atomic_torch_save, cache_root, progress, safe_torch_load, sha256_file
+from ..utils import atomic_torch_save, cache_root, pool_worker_init, progress, safe_torch_load, sha256_file
 from .fingerprints import (
     COMP_FP_DIM,
     STRUCT_FP_DIM,
@@ -269,7 +269,7 @@ def evaluate_items(items: Sequence, *, reference: bool, workers: int = 1, finger
             import multiprocessing as mp
 
             chunk = max(1, min(16, len(tasks) // (workers * 8) or 1))
-            with mp.get_context("fork").Pool(workers) as pool:
+            with mp.get_context("fork").Pool(workers, initializer=pool_worker_init) as pool:
                 for r in pool.imap(_evaluate_item, tasks, chunksize=chunk):
                     rows.append(r)
                     bar.update(1)

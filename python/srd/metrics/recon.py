@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from ..utils import progress
+from ..utils import pool_worker_init, progress
 
 __all__ = ["MATCHER_SETTINGS", "match_structures", "match_one", "evaluate_reconstruction"]
 
@@ -92,7 +92,7 @@ def match_structures(
 
             _PAIRS = (list(preds), list(refs))
             try:
-                with mp.get_context("fork").Pool(workers) as pool:
+                with mp.get_context("fork").Pool(workers, initializer=pool_worker_init) as pool:
                     for v in pool.imap(
                         _match_index, range(n), chunksize=max(1, min(32, n // (workers * 8) or 1))
                     ):

@@ -15,7 +15,7 @@ from ..structures import (
     Record,
     read_structures,
 )
-from ..utils import cache_root, progress, sha256_file
+from ..utils import cache_root, pool_worker_init, progress, sha256_file
 from .encode import encode_structures, prepare_structure
 from .features import FEATURE_VERSION, Features
 from .layout import DATASET_N_MAX, Layout
@@ -75,7 +75,7 @@ def _read_and_prepare(
 
     items = read_raw_items(path, limit=limit)
     ctx = mp.get_context("fork")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=pool_worker_init) as pool:
         it = pool.imap(_parse_and_prepare_item, [(it_, n_max, niggli) for it_ in items], chunksize=32)
         return list(progress(it, total=len(items), desc="parse", unit="crystal", disable=not show_progress))
 

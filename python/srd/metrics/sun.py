@@ -85,6 +85,8 @@ HULL_LABEL = (
 
 #: A crystal on the hull computes as E_hull ~ 1e-12, not exactly 0: "stable" is E_hull <= this (eV/atom).
 STABLE_TOL = 1e-6
+#: Hulls over more elements than this are built per chemical subsystem (PatchedPhaseDiagram).
+PLAIN_HULL_MAX_ELEMENTS = 8
 #: The looser, usual "metastable" threshold (eV/atom): MatterGen's stability criterion.
 METASTABLE_THRESHOLD = 0.1
 
@@ -694,7 +696,7 @@ def proxy_hull(
     ignored); the label then says so. Compounds that still contain an element with no elemental reference
     are dropped (and listed); crystals whose elements the hull then lacks get NaN from :func:`e_above_hull`.
     """
-    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
     if len(reference_structures) != len(energies):
@@ -728,7 +730,12 @@ def proxy_hull(
         raise ValueError("proxy_hull: no reference crystal with an energy and elemental references")
     dropped.sort()
     label = f"{HULL_LABEL}; {PROTOTYPE_NOTE}" if prototypes else HULL_LABEL
-    return ProxyHull(PhaseDiagram(entries), frozenset(elemental), len(entries), dropped, label, prototypes)
+    # One convex hull over a whole dataset's chemistry (MP-20: ~90 elements) is a qhull in ~90 dimensions,
+    # which never finishes; PatchedPhaseDiagram builds one hull per chemical subsystem the entries span
+    # and gives the same E_hull. Small systems keep the plain PhaseDiagram.
+    n_elements = len({el for e in entries for el in e.composition.elements})
+    diagram = PhaseDiagram(entries) if n_elements <= PLAIN_HULL_MAX_ELEMENTS else PatchedPhaseDiagram(entries)
+    return ProxyHull(diagram, frozenset(elemental), len(entries), dropped, label, prototypes)
 
 
 def missing_elements(

@@ -137,37 +137,28 @@ def cache_root(kind: str) -> Path:
     return (Path(env) if env else Path.home() / ".cache" / "srd") / kind
 
 
-def git_commit() -> str | None:
-    """The git commit of the srd checkout, when srd runs from one."""
+def _git(*args: str) -> subprocess.CompletedProcess | None:
+    """``git -C <the srd checkout> ARGS``; None when git cannot run."""
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+
+
+def git_commit() -> str | None:
+    """The git commit of the srd checkout, when srd runs from one."""
+    out = _git("rev-parse", "HEAD")
+    return (out.stdout.strip() or None) if out is not None else None
 
 
 def git_dirty() -> bool | None:
     """Whether the checkout's tracked files differ from its commit (then git_commit alone does not say
     which code ran); None outside a checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(out.stdout.strip()) if out is not None and out.returncode == 0 else None
 
 
 def pool_worker_init() -> None:

@@ -138,6 +138,11 @@ def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
         return False
 
 
+def _first_match(matcher: StructureMatcher, s: Structure, candidates, pool) -> int | None:
+    """The first index in ``candidates`` whose crystal ``pool[index]`` matches ``s``, else None."""
+    return next((j for j in candidates if _fit(matcher, pool[j], s)), None)
+
+
 def uniqueness(
     structures: Sequence[Structure | None],
     matcher: StructureMatcher | None = None,
@@ -160,14 +165,11 @@ def uniqueness(
         if s is None:
             continue
         bucket = reps.setdefault(composition_key(s), [])
-        for j in bucket:
-            if _fit(matcher, structures[j], s):
-                group[i] = j
-                break
-        else:
+        j = _first_match(matcher, s, bucket, structures)
+        if j is None:
             bucket.append(i)
             unique[i] = True
-            group[i] = i
+        group[i] = i if j is None else j
     n = len(structures)
     n_unique = sum(unique)
     return {
@@ -203,12 +205,11 @@ def novelty(
     for i, s in enumerate(progress(structures, desc="novelty", unit="crystal", disable=not show_progress)):
         if s is None:
             continue
-        for j in buckets.get(composition_key(s), ()):
-            if _fit(matcher, train_structures[j], s):
-                match[i] = j
-                break
-        else:
+        j = _first_match(matcher, s, buckets.get(composition_key(s), ()), train_structures)
+        if j is None:
             novel[i] = True
+        else:
+            match[i] = j
     n = len(structures)
     n_novel = sum(novel)
     return {

@@ -149,21 +149,17 @@ class TemplateLibrary:
         dist = np.abs(self._shapes[found] - target).sum(axis=2)  # [candidates, perms]
         best_perm = dist.argmin(axis=1) if len(found) else np.zeros(0, np.int64)  # each template's best
         keep = np.argsort(dist[np.arange(len(found)), best_perm], kind="stable")[:k]
-        if assignments <= 2:  # every template's best element assignment, then the second ones
-            order = [(int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
-            maps = [_assignments(self.templates[i].numbers, numbers, assignments) for i, _ in order]
-            pairs = [(j, r) for r in range(assignments) for j, m in enumerate(maps) if r < len(m)]
-            return [
-                (self._place(order[j][0], order[j][1], maps[j][r], numbers), self.templates[order[j][0]].id)
-                for j, r in pairs[:k]
-            ]
-        exact = [
-            (int(found[j]), _PERMS[int(best_perm[j])], m)
-            for j in keep
-            for m in [_assignments(self.templates[int(found[j])].numbers, numbers, assignments)]
-        ]
-        by_rank = ((i, perm, maps[r]) for r in range(assignments) for i, perm, maps in exact if r < len(maps))
-        exact_starts = ((self._place(i, perm, m, numbers), self.templates[i].id) for i, perm, m in by_rank)
+        # every template's best element assignment (closest cell shapes first), then the second ones, ...
+        order = [(int(found[j]), _PERMS[int(best_perm[j])]) for j in keep]
+        maps = [_assignments(self.templates[i].numbers, numbers, assignments) for i, _ in order]
+        exact_starts = (
+            (self._place(i, perm, m[r], numbers), self.templates[i].id)
+            for r in range(assignments)
+            for (i, perm), m in zip(order, maps)
+            if r < len(m)
+        )
+        if assignments <= 2:
+            return list(itertools.islice(exact_starts, k))
         site_starts = (
             (self._place_sites(i, perm, numbers), self.templates[i].id)
             for i, perm in self._same_size(numbers, target, exclude)

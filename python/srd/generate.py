@@ -23,16 +23,56 @@ DEFAULT_BUDGET = "fast+sym"
 
 
 def _training_templates(meta: dict, show_progress: bool):
-    """The template library of the model's own training file (the run's config ``data``), or None when
-    that file is not here (the template trials then start uniformly; srd-reconstruct warns)."""
-    data = getattr(meta.get("train_config"), "data", None)
-    if not data or not Path(data).is_file() or not str(data).endswith((".csv", ".csv.gz")):
+    """The template library of the model's own training files (a pretrained model's ``templates``, else the
+    run's config ``data``), or None when they are not here (the template trials then start uniformly;
+    srd-reconstruct warns)."""
+    from .pretrained import resolve_data_path
+
+    wanted = meta.get("templates") or [getattr(meta.get("train_config"), "data", None)]
+    files = [resolve_data_path(str(d)) for d in wanted if d and str(d).endswith((".csv", ".csv.gz"))]
+    if not files or any(f is None for f in files):
+        if show_progress and meta.get("templates"):
+            print(f"srd-sample: warning: the template files {wanted} are not here; uniform starts instead")
         return None
     from .reconstruction.templates import TemplateLibrary
 
     if show_progress:
-        print(f"srd-sample: template trials start from the model's training crystals, {data}")
-    return TemplateLibrary.from_files([data], show_progress=show_progress)
+        print(
+            f"srd-sample: template trials start from the model's training crystals, {', '.join(map(str, files))}"
+        )
+    return TemplateLibrary.from_files(files, show_progress=show_progress)
+
+
+def _requested_compositions(loaded, n, seed, formula, formula_units, chemical_system, temperature):
+    """The compositions srd-sample was asked for (None: the model's own draw, or an unconditional model)."""
+    from .diffusion import load_composition_model
+    from .diffusion.composition import chemical_system_elements, formula_compositions
+
+    diffusion, meta = loaded
+    if formula is None and chemical_system is None:
+        if formula_units is not None:
+            raise ValueError("--formula-units needs --formula")
+        return None
+    if formula is not None and chemical_system is not None:
+        raise ValueError("give --formula or --chemical-system, not both")
+    if not diffusion.conditional:
+        raise ValueError(
+            f"{meta['path']}: this model was trained without conditioning (diffusion.condition = none), so it "
+            "cannot take --formula / --chemical-system; use a *_cond config or --pretrained"
+        )
+    cmodel = load_composition_model(meta)
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    if formula is not None:
+        return formula_compositions(
+            cmodel, formula, n, n_max=int(meta["n_max"]), formula_units=formula_units, generator=g
+        )
+    return cmodel.sample(
+        n,
+        generator=g,
+        temperature=temperature,
+        allowed_elements=chemical_system_elements(chemical_system),
+        require_all=True,
+    )
 
 
 def sample_crystals(
@@ -52,6 +92,11 @@ def sample_crystals(
     recon_batch_size: int = 64,
     show_progress: bool = True,
     templates=None,
+    formula: str | None = None,
+    formula_units: int | None = None,
+    chemical_system: str | None = None,
+    guidance: float = 1.0,
+    composition_temperature: float = 1.0,
 ) -> dict:
     """srd-sample as a function: sample ``num_samples`` R vectors from ``checkpoint`` (a RUN folder or its
     checkpoint.pt), decode them with ``composition`` and (with ``reconstruct``) reconstruct them with
@@ -60,6 +105,11 @@ def sample_crystals(
     Rerunning with the same ``output`` reuses the samples and resumes the reconstruction. ``templates``
     (a TemplateLibrary) feeds ``config.template_trials``; by default, the model's training file when it is a
     CSV that exists here.
+
+    A conditional (factored) model draws each crystal's composition from its composition model, or takes
+    it from ``formula`` (with ``formula_units`` K, or K drawn by the composition model), or draws it within
+    ``chemical_system`` ("Li-Fe-O": compositions of those elements only, each holding all of them);
+    ``guidance`` is the classifier-free guidance scale.
 
     Returns:
         The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
@@ -77,6 +127,9 @@ def sample_crystals(
     meta = loaded[1]
     if templates is None and config.template_trials > 0 and reconstruct:
         templates = _training_templates(meta, show_progress)
+    compositions = _requested_compositions(
+        loaded, num_samples, seed, formula, formula_units, chemical_system, composition_temperature
+    )
     sample_key = {
         "checkpoint_sha256": sha256_file(ckpt_file),
         "n": num_samples,
@@ -86,6 +139,14 @@ def sample_crystals(
         "ema": use_ema,
         "batch_size": batch_size,
     }
+    if loaded[0].conditional:
+        sample_key.update(
+            formula=formula,
+            formula_units=formula_units,
+            chemical_system=chemical_system,
+            guidance=guidance,
+            composition_temperature=composition_temperature,
+        )
     reps_path = out / "representations.pt"
     key_path = out / "sampling.json"
     if reps_path.is_file() and key_path.is_file() and read_json(key_path).get("key") == sample_key:
@@ -105,6 +166,9 @@ def sample_crystals(
             device=device,
             use_ema=use_ema,
             progress=show_progress,
+            compositions=compositions,
+            guidance=guidance,
+            composition_temperature=composition_temperature,
         )
         t_diffusion = time.perf_counter() - t0
         bad = ~torch.isfinite(R).all(dim=1)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..generate import DEFAULT_BUDGET, sample_crystals
+from ..pretrained import PRETRAINED, pretrained_path
 from ..reconstruction import summary_line
 from ._common import (
     HelpFormatter,
@@ -37,7 +38,17 @@ model's training crystals, screened by their loss, then snapped onto the space g
 the budget's values. The template trials start from the model's training file (the run's config `data`)
 when it is a CSV that exists here, or from --templates FILE.
 
+A model trained with a *_cond config (and every --pretrained model) is factored: a composition model draws
+each crystal's composition and atom count, and the diffusion model generates the EAD, d_min and lattice
+blocks for it. Such a model also takes the composition: --formula SrTiO3 (with --formula-units K, or K
+drawn by the composition model) or --chemical-system Li-Fe-O (compositions of exactly those elements,
+drawn by the composition model); OUT/results.csv then ranks nothing: sort it by its loss column (lower
+is a better reconstruction of the generated representation).
+
 examples:
+  srd-sample --pretrained mp_20 -n 100 -o out
+  srd-sample --pretrained mp_20 --formula NaCl -n 5 -o nacl
+  srd-sample --pretrained perov_5 --chemical-system Sr-Ti-O -n 20 -o srtio
   srd-sample runs/perov/checkpoint.pt -n 32 -o samples --sampling-steps 100
   srd-sample runs/perov -n 1000 -o samples1k --trials 2 --hops 2 --steps 200
   srd-sample runs/perov -n 100 -o samples_fast --budget fast --composition nearest --dmin-weight 10
@@ -46,7 +57,41 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="srd-sample", description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("checkpoint", help="RUN/checkpoint.pt written by srd-train (or the RUN folder)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="RUN/checkpoint.pt written by srd-train (or the RUN folder); or --pretrained",
+    )
+    p.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help="a model shipped with srd instead of CHECKPOINT: "
+        + "; ".join(f"{k}: {v}" for k, v in PRETRAINED.items()),
+    )
+    p.add_argument("--formula", help="generate crystals of this composition, e.g. SrTiO3 (factored models)")
+    p.add_argument(
+        "--formula-units",
+        type=positive_int,
+        help="formula units per cell for --formula (default: drawn in proportion to the composition model)",
+    )
+    p.add_argument(
+        "--chemical-system",
+        metavar="A-B-C",
+        help="generate compositions of exactly these elements, e.g. Li-Fe-O (factored models)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale of a factored model (1: the conditional model alone; >1 "
+        "follows the composition more strongly)",
+    )
+    p.add_argument(
+        "--composition-temperature",
+        type=float,
+        default=1.0,
+        help="temperature of the composition model's draws (<1: commoner compositions)",
+    )
     p.add_argument(
         "-n", "--num-samples", type=positive_int, required=True, help="number of crystals to generate"
     )
@@ -84,7 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.pretrained is None):
+        parser.error("give CHECKPOINT or --pretrained NAME (one of them)")
+    if args.pretrained is not None:
+        try:
+            args.checkpoint = str(pretrained_path(args.pretrained))
+        except ValueError as err:
+            parser.error(str(err))
+    if args.composition_temperature <= 0:
+        parser.error(f"--composition-temperature must be > 0, got {args.composition_temperature}")
     config = reconstruct_config(args)
     out = Path(args.output)
     summary = sample_crystals(
@@ -103,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         recon_batch_size=args.recon_batch_size,
         show_progress=not args.quiet,
         templates=template_library(args, show_progress=not args.quiet),
+        formula=args.formula,
+        formula_units=args.formula_units,
+        chemical_system=args.chemical_system,
+        guidance=args.guidance,
+        composition_temperature=args.composition_temperature,
     )
     sampling = summary.get("sampling", {})
     if args.no_reconstruct:

@@ -13,7 +13,7 @@ from .config import DiffusionConfig, MLPConfig, TrainConfig, TransformerConfig, 
 from .denoisers import MODELS, BlockTransformerDenoiser, MLPDenoiser, block_tokens, build_denoiser
 from .ema import EMA
 from .gaussian import GaussianDiffusion, respaced_timesteps
-from .sampling import load_checkpoint, sample_representations
+from .sampling import load_checkpoint, load_composition_model, sample_representations
 from .schedules import cosine_betas, linear_betas, make_betas
 from .trainer import CHECKPOINT_FORMAT, build_diffusion, check_run_dir, model_spec, setup_distributed, train
 from .unet1d import UNet1D
@@ -42,6 +42,7 @@ __all__ = [
     "model_spec",
     "respaced_timesteps",
     "sample_representations",
+    "load_composition_model",
     "setup_distributed",
     "train",
 ]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .denoisers import MODELS
-from .gaussian import DATA_RANGES, VARIANCES
+from .gaussian import CONDITIONS, DATA_RANGES, VARIANCES
 from .schedules import SCHEDULES
 
 __all__ = [
@@ -57,6 +57,10 @@ class DiffusionConfig:
     steps amplify the network's error ~30x with the cosine schedule's beta_T = 0.999).
     variance: sigma_t^2 of ancestral sampling, "posterior" (beta~_t) or "beta" (beta_t).
     eta: default DDIM eta of the K-step sampler (0 deterministic, 1 respaced ancestral).
+    condition: "none" (the paper: one model of all of R) or "composition" (the factored generator: the
+    composition and size blocks are given, clean, and the model learns the other blocks for them; a
+    composition model fitted on the same data supplies them when none is given). cond_drop: the fraction of
+    training vectors whose condition is replaced by the null value (classifier-free guidance).
     """
 
     timesteps: int = 2000
@@ -65,6 +69,8 @@ class DiffusionConfig:
     clip_x0: bool = True
     variance: str = "posterior"
     eta: float = 0.0
+    condition: str = "none"
+    cond_drop: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,10 @@ class TrainConfig:
             problems.append(f"diffusion.variance must be one of {VARIANCES}, got {d.variance!r}")
         if not 0 <= d.eta <= 1:
             problems.append(f"diffusion.eta must be in [0, 1], got {d.eta}")
+        if d.condition not in CONDITIONS:
+            problems.append(f"diffusion.condition must be one of {CONDITIONS}, got {d.condition!r}")
+        if not 0.0 <= d.cond_drop < 1.0:
+            problems.append(f"diffusion.cond_drop must be in [0, 1), got {d.cond_drop}")
         if self.transformer.d_model % self.transformer.heads:
             problems.append("transformer.d_model must be divisible by transformer.heads")
         if problems:

@@ -31,6 +31,10 @@ __all__ = ["GaussianDiffusion", "respaced_timesteps", "DATA_RANGES", "VARIANCES"
 
 DATA_RANGES = ("unit", "symmetric")
 VARIANCES = ("posterior", "beta")
+CONDITIONS = ("none", "composition")
+#: What a dropped condition reads as, in diffusion space: outside both data ranges, so that the denoiser
+#: can tell "no condition" from any real composition (classifier-free guidance).
+NULL_CONDITION = -2.0
 
 
 def respaced_timesteps(timesteps: int, steps: int) -> list[int]:
@@ -59,8 +63,12 @@ class GaussianDiffusion(nn.Module):
         clip_x0: clip the predicted x_0 to the data range during sampling (off here: the bare DDPM update;
             training configs turn it on by default).
         variance: sigma_t^2 of the ancestral sampler, "posterior" (beta~_t) or "beta" (beta_t).
+        cond_mask: None (every entry is diffused), or a bool [L] mask of the *given* entries (the
+            composition and size blocks of the factored generator): those entries are never noised, the
+            loss ignores them, and sampling holds them at the condition it is given. A training row whose
+            ``drop`` flag is set sees them as :data:`NULL_CONDITION` instead (classifier-free guidance).
 
-    ``forward(x0, t, noise)`` returns the training loss (used through DistributedDataParallel).
+    ``forward(x0, t, noise, drop=None)`` returns the training loss (used through DistributedDataParallel).
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class GaussianDiffusion(nn.Module):
         data_range: str = "unit",
         clip_x0: bool = False,
         variance: str = "posterior",
+        cond_mask: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if data_range not in DATA_RANGES:
@@ -112,6 +121,38 @@ class GaussianDiffusion(nn.Module):
         }
         for name, val in buffers.items():
             self.register_buffer(name, val.to(torch.float32), persistent=False)
+        if cond_mask is not None:
+            cond_mask = torch.as_tensor(cond_mask, dtype=torch.bool)
+            if cond_mask.shape != (self.length,) or not bool(cond_mask.any()):
+                raise ValueError(f"cond_mask must be a non-empty bool mask of length {self.length}")
+            self.register_buffer("cond_mask", cond_mask, persistent=False)
+        else:
+            self.cond_mask = None
+
+    @property
+    def conditional(self) -> bool:
+        return self.cond_mask is not None
+
+    def _hold(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """x with its given entries set to ``cond`` (diffusion space; None: the null condition)."""
+        if self.cond_mask is None:
+            return x
+        x = x.clone()
+        x[:, self.cond_mask] = NULL_CONDITION if cond is None else cond
+        return x
+
+    def _eps(
+        self, x: torch.Tensor, tt: torch.Tensor, cond: torch.Tensor | None, guidance: float
+    ) -> torch.Tensor:
+        """The denoiser's noise prediction, with the condition held and classifier-free guidance
+        eps_null + w (eps_cond - eps_null) when ``guidance`` w != 1."""
+        if self.cond_mask is None:
+            return self.model(x, tt)
+        eps = self.model(self._hold(x, cond), tt)
+        if guidance != 1.0:
+            eps_null = self.model(self._hold(x, None), tt)
+            eps = eps_null + guidance * (eps - eps_null)
+        return eps
 
     # -------------------------------------------------------------------------------------------- data
     @property
@@ -142,18 +183,36 @@ class GaussianDiffusion(nn.Module):
         )
 
     def loss(
-        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, *, reduction: str = "mean"
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        *,
+        drop: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
         """Epsilon-prediction MSE of data x0 [B, L] (scaled R, [0, 1] space) at steps t [B] with noise [B, L].
 
-        Returns a scalar (``reduction="mean"``) or the per-sample mean [B] (``reduction="none"``).
+        With a ``cond_mask``: the given entries are clean (or null where ``drop`` [B] bool is set) and left
+        out of the loss. Returns a scalar (``reduction="mean"``) or the per-sample mean [B].
         """
-        x_t = self.q_sample(self.normalize(x0), t, noise)
+        x0n = self.normalize(x0)
+        x_t = self.q_sample(x0n, t, noise)
+        if self.cond_mask is not None:
+            given = x0n[:, self.cond_mask]
+            if drop is not None:
+                given = torch.where(drop[:, None], torch.full_like(given, NULL_CONDITION), given)
+            x_t = x_t.clone()
+            x_t[:, self.cond_mask] = given
         err = F.mse_loss(self.model(x_t, t), noise, reduction="none")
+        if self.cond_mask is not None:
+            err = err[:, ~self.cond_mask]
         return err.mean() if reduction == "mean" else err.mean(dim=1)
 
-    def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.loss(x0, t, noise)
+    def forward(
+        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.loss(x0, t, noise, drop=drop)
 
     # ------------------------------------------------------------------------------------ sampling
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
@@ -162,11 +221,19 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def p_sample(
-        self, x: torch.Tensor, t: int, z: torch.Tensor | None, *, clip_x0: bool | None = None
+        self,
+        x: torch.Tensor,
+        t: int,
+        z: torch.Tensor | None,
+        *,
+        clip_x0: bool | None = None,
+        cond: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
-        """One ancestral step x_t -> x_{t-1} (t is the 0-based step index); z: the step's N(0, I) noise."""
+        """One ancestral step x_t -> x_{t-1} (t is the 0-based step index); z: the step's N(0, I) noise;
+        cond: the given entries (diffusion space) of a conditional model."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = self.model(x, tt)
+        eps = self._eps(x, tt, cond, guidance)
         if self.clip_x0 if clip_x0 is None else clip_x0:
             x0 = self._clip(self.predict_x0(x, tt, eps))
             mean = _gather(self.posterior_mean_coef1, tt) * x0 + _gather(self.posterior_mean_coef2, tt) * x
@@ -187,10 +254,12 @@ class GaussianDiffusion(nn.Module):
         *,
         eta: float,
         clip_x0: bool | None = None,
+        cond: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """One K-step sampler step from step index t to t_prev (< t; -1 = the end: return the x0 prediction)."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = self.model(x, tt)
+        eps = self._eps(x, tt, cond, guidance)
         x0 = self.predict_x0(x, tt, eps)
         if self.clip_x0 if clip_x0 is None else clip_x0:
             x0 = self._clip(x0)
@@ -219,6 +288,8 @@ class GaussianDiffusion(nn.Module):
         device: torch.device | str | None = None,
         clip_x0: bool | None = None,
         show_progress: bool = False,
+        cond: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Draw n vectors.
 
@@ -230,6 +301,9 @@ class GaussianDiffusion(nn.Module):
                 same noise on every device).
             device: where the model runs (default: where its parameters are).
             clip_x0: clip the predicted x0 to the data range (None: the value given at construction).
+            cond: a conditional model's given entries, [n, cond_mask.sum()] in the [0, 1] space of scaled R
+                (required for a conditional model; they come out exactly as given).
+            guidance: classifier-free guidance scale w (1: the conditional model alone; 0: unconditional).
 
         Returns:
             [n, L] float32 samples on ``device``, in the [0, 1] space of scaled R (values are not clipped).
@@ -242,12 +316,21 @@ class GaussianDiffusion(nn.Module):
         def noise() -> torch.Tensor:
             return torch.randn((n, L), generator=generator, dtype=torch.float32).to(device)
 
+        if self.cond_mask is not None:
+            k = int(self.cond_mask.sum())
+            if cond is None or tuple(cond.shape) != (n, k):
+                got = None if cond is None else list(cond.shape)
+                raise ValueError(f"a conditional model needs cond of shape [{n}, {k}], got {got}")
+            cond = self.normalize(cond.to(device=device, dtype=torch.float32))
+        elif cond is not None:
+            raise ValueError("cond given to an unconditional model")
+        kw = {"clip_x0": clip_x0, "cond": cond, "guidance": float(guidance)}
         x = noise()
         if steps is None:
             for t in _progress(
                 range(T - 1, -1, -1), total=T, desc="sample", unit="step", disable=not show_progress
             ):
-                x = self.p_sample(x, t, noise() if t > 0 else None, clip_x0=clip_x0)
+                x = self.p_sample(x, t, noise() if t > 0 else None, **kw)
         else:
             ts = respaced_timesteps(T, int(steps))
             pairs = list(zip(reversed(ts), [*reversed(ts[:-1]), -1]))
@@ -255,5 +338,7 @@ class GaussianDiffusion(nn.Module):
                 pairs, total=len(pairs), desc="sample", unit="step", disable=not show_progress
             ):
                 z = noise() if (eta > 0 and t_prev >= 0) else None
-                x = self.ddim_step(x, t, t_prev, z, eta=eta, clip_x0=clip_x0)
+                x = self.ddim_step(x, t, t_prev, z, eta=eta, **kw)
+        if self.cond_mask is not None:
+            x = self._hold(x, cond)  # the given blocks come out exactly as given
         return self.unnormalize(x)

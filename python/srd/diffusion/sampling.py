@@ -15,7 +15,20 @@ from .config import TrainConfig
 from .gaussian import GaussianDiffusion
 from .trainer import build_diffusion, read_checkpoint
 
-__all__ = ["load_checkpoint", "sample_representations"]
+__all__ = ["load_checkpoint", "load_composition_model", "sample_representations"]
+
+
+def load_composition_model(meta: dict):
+    """The checkpoint's p(composition, size) (a :class:`CompositionModel`), or None (unconditional runs)."""
+    d = meta.get("composition_model")
+    if d is None:
+        return None
+    from .composition import CompositionModel
+
+    try:
+        return CompositionModel.from_dict(d)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{meta.get('path', 'checkpoint')}: malformed composition model ({err})") from None
 
 
 def load_checkpoint(
@@ -67,6 +80,9 @@ def sample_representations(
     use_ema: bool = True,
     clip_x0: bool | None = None,
     progress: bool = True,
+    compositions: list[dict[int, int]] | None = None,
+    guidance: float = 1.0,
+    composition_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Sample n scaled R vectors from a trained model.
 
@@ -84,6 +100,10 @@ def sample_representations(
         clip_x0: clip the predicted x0 to the data range at every step (None: the run's
             ``diffusion.clip_x0``).
         progress: progress bar over batches.
+        compositions: for a conditional (factored) model, the n cell compositions (Z -> count) to generate
+            structures for; None: drawn from the checkpoint's composition model (seeded by ``seed``, at
+            ``composition_temperature``). Ignored by unconditional models (ValueError if given).
+        guidance: classifier-free guidance scale of a conditional model (1: plain conditional).
 
     Returns:
         [n, L] float32 on the CPU, in the [0, 1] space of ``Features.R`` (invert with the checkpoint's
@@ -115,6 +135,24 @@ def sample_representations(
             warnings.warn("checkpoint has no EMA weights; sampling with the trained weights", stacklevel=2)
     model = model.to(device).eval()
     L = model.length
+    cond_all = None
+    if model.conditional:
+        from .composition import composition_block
+
+        if compositions is None:
+            cmodel = load_composition_model(meta)
+            if cmodel is None:
+                raise ValueError(f"{meta.get('path')}: a conditional model without a composition model")
+            gc = torch.Generator().manual_seed(int(seed) + 7919)  # apart from the diffusion noise
+            compositions = cmodel.sample(n, generator=gc, temperature=composition_temperature)
+        if len(compositions) != n:
+            raise ValueError(f"{len(compositions)} compositions given for {n} samples")
+        cond_all = composition_block(compositions, int(meta["n_max"]))
+    elif compositions is not None:
+        raise ValueError(
+            f"{meta.get('path')}: this model was trained without conditioning (diffusion.condition = none), "
+            "so it cannot take a composition; train one with --config NAME_cond"
+        )
     g = torch.Generator().manual_seed(int(seed))
     out = torch.empty((n, L), dtype=torch.float32)
     from ..utils import progress as _progress
@@ -122,7 +160,10 @@ def sample_representations(
     bar = _progress(total=n, desc="sample", unit="vector", disable=not progress)
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
-        x = model.sample(m, steps=steps, eta=eta, generator=g, device=device, clip_x0=clip_x0)
+        cond = None if cond_all is None else cond_all[start : start + m]
+        x = model.sample(
+            m, steps=steps, eta=eta, generator=g, device=device, clip_x0=clip_x0, cond=cond, guidance=guidance
+        )
         out[start : start + m] = x.float().cpu()
         bar.update(m)
     bar.close()

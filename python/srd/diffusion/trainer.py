@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
 from ..representation import Features
+from ..representation.layout import N_ELEMENTS, Layout
 from ..utils import (
     Terminated,
     atomic_torch_save,
@@ -65,6 +66,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "srd-diffusion-checkpoint"
 CHECKPOINT_VERSION = 1
+#: Epochs of the composition model's fit (the held-out NLL's best epoch is kept; Perov-5's is ~10).
+COMPOSITION_EPOCHS = 20
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "seconds")
 #: The files srd-train writes into RUN (atomically, through hidden ``.<name>.<random>.tmp`` files).
 RUN_FILES = ("checkpoint.pt", "config.json", "log.csv", "loss.png")
@@ -213,7 +216,24 @@ def build_diffusion(config: TrainConfig | dict, spec: dict, *, seed: int | None 
         data_range=d.data_range,
         clip_x0=d.clip_x0,
         variance=d.variance,
+        cond_mask=condition_mask(d.condition, int(spec["length"])),
     )
+
+
+def condition_mask(condition: str, length: int) -> torch.Tensor | None:
+    """The given entries of R for ``diffusion.condition`` (None for "none"): "composition" gives the
+    composition and size blocks (the factored generator p(composition, size) x p(rest | composition, size))."""
+    if condition == "none":
+        return None
+    if condition != "composition":
+        raise ValueError(f"unknown diffusion.condition {condition!r}")
+    layout = Layout(n_features=(length - 8 - N_ELEMENTS) // 2)
+    if layout.dim != length:
+        raise ValueError(f"R of length {length} has no composition block of the srd layout")
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[layout.composition] = True
+    mask[layout.size] = True
+    return mask
 
 
 def data_fingerprint(R: torch.Tensor) -> str:
@@ -455,8 +475,12 @@ class Trainer:
         self.loss_count = 0
         self.last_loss = math.nan
         self.resumed_from: int | None = None  # the step resumed from
+        #: The factored generator's p(composition, size) (CompositionModel.to_dict() + its fit report), or None.
+        self.composition: dict | None = None
         if resume_from is not None:
             self._resume(resume_from, fingerprint)
+        if self.diffusion.conditional and self.composition is None:
+            self.composition = self._fit_composition_model()
 
         self.meta = {
             "config": config.to_dict(),
@@ -482,6 +506,23 @@ class Trainer:
     def _print_on_main(self, msg: str) -> None:
         if self.is_main:
             print(msg, file=sys.stderr)
+
+    def _fit_composition_model(self) -> dict:
+        """Fit p(composition, size) on the training vectors' composition and size blocks (deterministic in
+        the seed; a minute or two on a CPU)."""
+        from .composition import compositions_from_R, fit_composition_model
+
+        comps = compositions_from_R(self.features.R, self.features.layout, int(self.features.n_max))
+        t0 = time.perf_counter()
+        model, report = fit_composition_model(
+            comps, int(self.features.n_max), epochs=COMPOSITION_EPOCHS, seed=self.config.seed
+        )
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        self.log(
+            f"composition model: {report['vocabulary']} elements, held-out NLL "
+            f"{report['best_holdout_nll']:.3f} nats per composition ({report['seconds']} s)"
+        )
+        return {**model.to_dict(), "report": report}
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _resume(self, path: Path, fingerprint: str) -> None:
@@ -526,6 +567,7 @@ class Trainer:
         self.loss_count = int(ck["loss_count"])
         _set_rng_state(ck["rng"])
         self.last_loss = float(ck.get("last_loss", math.nan))  # what a finished run resumed reports
+        self.composition = ck.get("composition_model")
 
     def state_dict(self) -> dict:
         """The checkpoint of the current state: what checkpoint.pt holds, less its checksum."""
@@ -555,6 +597,7 @@ class Trainer:
             "data": self.meta["data"],
             "world_size": self.world,
             "meta": _plain_meta(),
+            "composition_model": self.composition,
         }
 
     def save_checkpoint(self) -> None:
@@ -615,13 +658,17 @@ class Trainer:
             self._bar.set_postfix(loss=f"{self.last_loss:.4f}", epoch=self._last_epoch)
 
     # -- the loop -----------------------------------------------------------------------------------
-    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The diffusion steps t [n] and noise [n, L] of the next optimiser step on this rank: drawn from a
-        CPU generator seeded from (seed, rank, step), so that a resumed run draws the same."""
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The diffusion steps t [n], noise [n, L] and (conditional models) condition-dropout flags [n] of
+        the next optimiser step on this rank: drawn from a CPU generator seeded from (seed, rank, step), so
+        that a resumed run draws the same."""
         g = torch.Generator().manual_seed(_derived_seed(self.config.seed, "noise", self.rank, self.step))
         t = torch.randint(0, self.diffusion.num_timesteps, (n,), generator=g).to(self.device)
         noise = torch.randn((n, self.dim), generator=g).to(self.device)
-        return t, noise
+        drop = None
+        if self.diffusion.conditional:
+            drop = (torch.rand(n, generator=g) < self.config.diffusion.cond_drop).to(self.device)
+        return t, noise, drop
 
     def train_step(self, x0: torch.Tensor, *, epoch: int) -> None:
         """One optimiser step on the batch ``x0`` (of epoch ``epoch``); its loss joins the accumulator.
@@ -629,8 +676,8 @@ class Trainer:
         Raises TrainingDiverged, before the step is taken, when the loss (averaged over the ranks) is not
         finite.
         """
-        t, noise = self._noise(len(x0))
-        loss = self._forward(x0, t, noise)
+        t, noise, drop = self._noise(len(x0))
+        loss = self._forward(x0, t, noise) if drop is None else self._forward(x0, t, noise, drop)
         lv = loss.detach().double()
         if self.world > 1:
             dist.all_reduce(lv)  # every rank sees the same mean, so all stop together below

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from srd.diffusion.trainer import read_checkpoint
 from srd.utils import atomic_torch_save, with_checksum
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import synthetic_features, tiny_config
 
+from helpers import synthetic_features, tiny_config
 from srd.diffusion.composition import (
     composition_block,
     compositions_from_R,

@@ -43,6 +43,24 @@ def _training_templates(meta: dict, show_progress: bool):
     return TemplateLibrary.from_files(files, show_progress=show_progress)
 
 
+def _check_vocabulary(meta: dict, compositions) -> None:
+    """ValueError naming the first composition with an element the model never saw or too many atoms."""
+    from pymatgen.core import Element
+
+    from .diffusion import load_composition_model
+
+    cmodel = load_composition_model(meta)
+    vocab = set(cmodel.elements) if cmodel is not None else None
+    n_max = int(meta["n_max"])
+    for i, comp in enumerate(compositions):
+        n = sum(comp.values())
+        if n > n_max:
+            raise ValueError(f"composition {i} has {n} atoms; this model holds at most n_max = {n_max}")
+        if vocab is not None and not set(comp) <= vocab:
+            bad = ", ".join(Element.from_Z(int(z)).symbol for z in sorted(set(comp) - vocab))
+            raise ValueError(f"composition {i}: {bad} never appear(s) in this model's training data")
+
+
 def _requested_compositions(loaded, n, seed, formula, formula_units, chemical_system, temperature):
     """The compositions srd-sample was asked for (None: the model's own draw, or an unconditional model)."""
     from .diffusion import load_composition_model
@@ -97,6 +115,7 @@ def sample_crystals(
     chemical_system: str | None = None,
     guidance: float = 1.0,
     composition_temperature: float = 1.0,
+    compositions: list[dict[int, int]] | None = None,
 ) -> dict:
     """srd-sample as a function: sample ``num_samples`` R vectors from ``checkpoint`` (a RUN folder or its
     checkpoint.pt), decode them with ``composition`` and (with ``reconstruct``) reconstruct them with
@@ -109,7 +128,8 @@ def sample_crystals(
     A conditional (factored) model draws each crystal's composition from its composition model, or takes
     it from ``formula`` (with ``formula_units`` K, or K drawn by the composition model), or draws it within
     ``chemical_system`` ("Li-Fe-O": compositions of those elements only, each holding all of them);
-    ``guidance`` is the classifier-free guidance scale.
+    ``guidance`` is the classifier-free guidance scale. ``compositions`` (one Z -> count dict per sample)
+    gives every crystal's composition explicitly (structure prediction, ``srd-sample --compositions-from``).
 
     Returns:
         The summary written to ``output``/summary.json (its "sampling" entry: the diffusion side).
@@ -127,9 +147,19 @@ def sample_crystals(
     meta = loaded[1]
     if templates is None and config.template_trials > 0 and reconstruct:
         templates = _training_templates(meta, show_progress)
-    compositions = _requested_compositions(
-        loaded, num_samples, seed, formula, formula_units, chemical_system, composition_temperature
-    )
+    if compositions is not None:
+        if formula is not None or chemical_system is not None:
+            raise ValueError("give compositions, a formula or a chemical system, not two of them")
+        if len(compositions) != num_samples:
+            raise ValueError(f"{len(compositions)} compositions for {num_samples} samples")
+        if not loaded[0].conditional:
+            raise ValueError(f"{ckpt_file}: an unconditional model cannot take compositions")
+        _check_vocabulary(loaded[1], compositions)
+        compositions = [{int(z): int(c) for z, c in comp.items()} for comp in compositions]
+    else:
+        compositions = _requested_compositions(
+            loaded, num_samples, seed, formula, formula_units, chemical_system, composition_temperature
+        )
     sample_key = {
         "checkpoint_sha256": sha256_file(ckpt_file),
         "n": num_samples,
@@ -139,6 +169,12 @@ def sample_crystals(
         "ema": use_ema,
         "batch_size": batch_size,
     }
+    if compositions is not None:
+        import hashlib
+        import json
+
+        text = json.dumps([sorted(c.items()) for c in compositions])
+        sample_key["compositions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     if loaded[0].conditional:
         sample_key.update(
             formula=formula,

@@ -838,6 +838,17 @@ def save_cdvae_pt(path: str | os.PathLike, structures: Sequence[Structure | None
     atomic_torch_save(out, path)
 
 
+def cdvae_num_evals(path: str | os.PathLike) -> int:
+    """num_evals of a CDVAE-format .pt (1 for a file without the leading num_evals dimension)."""
+    import argparse
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = safe_torch_load(Path(path), what="CDVAE-format file")
+    _cdvae_arrays(data, path, 0)
+    num_atoms = torch.as_tensor(data["num_atoms"])
+    return int(num_atoms.shape[0]) if num_atoms.dim() == 2 else 1
+
+
 def load_cdvae_pt(path: str | os.PathLike, *, eval_index: int = 0) -> list[Structure | str]:
     """Read the crystals of a CDVAE-format .pt (one entry per crystal: a Structure, or why it failed).
 

@@ -125,6 +125,24 @@ def _cutoffs(text: str) -> tuple[float, float]:
     return s, c
 
 
+CSP_DESCRIPTION = """\
+Crystal structure prediction, DiffCSP's protocol: each test crystal's composition is given, K structures
+are generated for it (srd-sample --compositions-from TEST.csv --samples-per-composition K), and the test
+crystal is found @1 when its first structure matches it and @K when any of its K does, with
+StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3). RMSE: the mean RMS distance (normalised by
+(V / n)^(1/3), pymatgen's) of the first / best match over the found crystals. A crystal with no prediction
+(an element the model never saw, a failed reconstruction) is a miss. srd also reports "lowest-loss of K":
+the one of the K with the lowest reconstruction loss (no ground truth used), srd's own addition.
+Another tool's CDVAE/DiffCSP-format .pt (num_evals predictions per crystal, in the test split's order) is
+scored the same way with --reference. Writes csp.json into OUT (or next to the .pt).
+
+examples:
+  srd-sample --pretrained mp_20 --compositions-from data/mp_20/test.csv.gz --sample 1000 --sample-seed 0 -o csp1
+  srd-evaluate csp csp1
+  srd-evaluate csp diffcsp_eval_diff.pt --reference data/mp_20/test.csv.gz
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="srd-evaluate",
@@ -176,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes for matching"
     )
     add_quiet_arg(r)
+
+    c = sub.add_parser("csp", help="structure prediction (DiffCSP's protocol): match rate @1 and @K, RMSE",
+                       description=CSP_DESCRIPTION, formatter_class=HelpFormatter)  # fmt: skip
+    c.add_argument("input", metavar="OUT",
+                   help="a folder written by srd-sample --compositions-from, or another tool's CDVAE/DiffCSP-format "
+                   ".pt (num_evals predictions per crystal, in REF's order; needs --reference)")  # fmt: skip
+    c.add_argument("--reference", "-r", metavar="REF",
+                   help="for a .pt: the test split it predicts (CSV(.gz)); a folder names its own")  # fmt: skip
+    c.add_argument("--sample", type=positive_int, metavar="N",
+                   help="for a .pt: score a seeded random sample of N of REF's crystals (srd-reconstruct's rows)")  # fmt: skip
+    c.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample")
+    c.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes for matching"
+    )
+    add_quiet_arg(c)
 
     s = sub.add_parser("sun", help="S.U.N. rates: unique, novel and (with --hull) stable on a CHGNet proxy hull",
                        description=SUN_DESCRIPTION, formatter_class=HelpFormatter)  # fmt: skip
@@ -591,6 +624,52 @@ def _repr(args) -> int:
     return 0
 
 
+def _csp(args) -> int:
+    from ..metrics import csp
+    from ..metrics.recon import MATCHER_SETTINGS
+    from ..utils import run_metadata
+
+    inp = Path(args.input)
+    if not inp.exists():
+        raise FileNotFoundError(f"OUT not found: {inp}")
+    if inp.is_dir():
+        if args.reference or args.sample:
+            raise ValueError(
+                "--reference/--sample are for a .pt; a folder's csp_plan.json names its reference"
+            )
+        report = csp.evaluate_csp_folder(inp, workers=args.workers, show_progress=not args.quiet)
+        out = inp
+    else:
+        if not args.reference:
+            raise ValueError(f"{inp} is a file: give --reference TEST.csv (the split it predicts, in order)")
+        rows = None
+        if args.sample:
+            from ..reconstruction.job import sample_rows
+            from ..structures import count_structures
+
+            rows = sample_rows(count_structures(args.reference), args.sample, args.sample_seed)
+        report = csp.evaluate_csp_pt(inp, args.reference, rows=rows, workers=args.workers,
+                                     show_progress=not args.quiet)  # fmt: skip
+        out = inp.parent
+    report.update(matcher=dict(MATCHER_SETTINGS), run=run_metadata())
+    path = csp.write_report(report, out)
+    k = report["k"]
+    line = f"srd-evaluate csp: {report['n']} crystals; match @1 {report['at_1']['match_rate']:.2f} %"
+    if report["at_1"]["rmse"] is not None:
+        line += f" (RMSE {report['at_1']['rmse']:.4f})"
+    if k > 1:
+        line += f", @{k} {report[f'at_{k}']['match_rate']:.2f} %"
+        if report[f"at_{k}"]["rmse"] is not None:
+            line += f" (RMSE {report[f'at_{k}']['rmse']:.4f})"
+    if "ranked_at_1" in report and k > 1:
+        line += f", lowest-loss of {k} {report['ranked_at_1']['match_rate']:.2f} %"
+    print(line)
+    if report.get("skipped"):
+        print(f"  no prediction (counted as misses): {report['skipped']}")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run srd-evaluate with ``argv`` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -600,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sun(args)
     if args.command == "repr":
         return _repr(args)
+    if args.command == "csp":
+        return _csp(args)
     return _recon(args)
 
 

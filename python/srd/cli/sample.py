@@ -80,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate compositions of exactly these elements, e.g. Li-Fe-O (factored models)",
     )
     p.add_argument(
+        "--compositions-from",
+        metavar="REF",
+        help="structure prediction (factored models): generate for the composition of every crystal of REF "
+        "(CSV(.gz), CIF folder, extxyz); writes OUT/csp_plan.json for `srd-evaluate csp OUT`",
+    )
+    p.add_argument(
+        "--samples-per-composition",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="--compositions-from: structures per composition (DiffCSP reports K = 1 and 20)",
+    )
+    p.add_argument(
+        "--sample",
+        type=positive_int,
+        metavar="N",
+        help="--compositions-from: a seeded random sample of N of REF's crystals (srd-reconstruct's rows)",
+    )
+    p.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample")
+    p.add_argument(
         "--guidance",
         type=float,
         default=1.0,
@@ -93,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="temperature of the composition model's draws (<1: commoner compositions)",
     )
     p.add_argument(
-        "-n", "--num-samples", type=positive_int, required=True, help="number of crystals to generate"
+        "-n",
+        "--num-samples",
+        type=positive_int,
+        help="number of crystals to generate (required, except with --compositions-from)",
     )
     p.add_argument("-o", "--output", required=True, help="output folder (reused to resume)")
     p.add_argument(
@@ -128,6 +151,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plan_compositions(args) -> list[dict[int, int]]:
+    """Write OUT/csp_plan.json for --compositions-from and return the compositions to generate."""
+    from ..diffusion import load_checkpoint, load_composition_model
+    from ..metrics import csp
+    from ..reconstruction.job import SAMPLE_METHOD, sample_rows
+    from ..structures import count_structures
+    from ..utils import check_output_dir, write_json
+
+    rows, sample = None, None
+    if args.sample is not None:
+        population = count_structures(args.compositions_from)
+        rows = sample_rows(population, args.sample, args.sample_seed)
+        sample = {
+            "n": args.sample,
+            "seed": args.sample_seed,
+            "population": population,
+            "method": SAMPLE_METHOD,
+        }
+    _, meta = load_checkpoint(args.checkpoint)
+    cmodel = load_composition_model(meta)
+    plan = csp.make_plan(
+        csp.csp_targets(args.compositions_from, rows),
+        args.samples_per_composition,
+        vocabulary=set(cmodel.elements) if cmodel is not None else None,
+        n_max=int(meta["n_max"]),
+        reference=args.compositions_from,
+        rows=rows,
+        sample=sample,
+    )
+    out = check_output_dir(args.output, flag="-o/--output")
+    write_json(out / csp.PLAN_FILE, plan)
+    return csp.plan_compositions(plan)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -138,6 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint = str(pretrained_path(args.pretrained))
         except ValueError as err:
             parser.error(str(err))
+    compositions = None
+    if args.compositions_from is not None:
+        if args.num_samples is not None or args.formula or args.chemical_system:
+            parser.error(
+                "--compositions-from sets the samples: do not give -n, --formula or --chemical-system"
+            )
+        compositions = _plan_compositions(args)
+        args.num_samples = len(compositions)
+        if not compositions:
+            parser.error(f"--compositions-from {args.compositions_from}: no crystal the model can take")
+    elif args.num_samples is None:
+        parser.error("-n/--num-samples is required")
+    elif args.sample is not None:
+        parser.error("--sample is for --compositions-from")
     if args.composition_temperature <= 0:
         parser.error(f"--composition-temperature must be > 0, got {args.composition_temperature}")
     config = reconstruct_config(args)
@@ -163,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chemical_system=args.chemical_system,
         guidance=args.guidance,
         composition_temperature=args.composition_temperature,
+        compositions=compositions,
     )
     sampling = summary.get("sampling", {})
     if args.no_reconstruct:

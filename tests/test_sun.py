@@ -122,16 +122,18 @@ def test_a_crystal_on_a_hull_that_contains_it_has_e_hull_zero_and_one_above_it_i
 
 def test_a_hull_over_many_elements_is_built_per_subsystem_with_the_same_e_hull(monkeypatch):
     """A dataset's hull spans ~90 elements, where one PhaseDiagram never finishes: above
-    PLAIN_HULL_MAX_ELEMENTS the hull is a PatchedPhaseDiagram, and it gives the plain hull's E_hull."""
+    PLAIN_HULL_MAX_ELEMENTS the hull is built per chemical system (lazily), with the plain hull's E_hull."""
     from srd.metrics import sun
 
     nacl, na, cl = _rocksalt(), _elemental("Na", 3.0), _elemental("Cl", 3.5)
     plain = sun.proxy_hull([nacl, na, cl], [-3.5, -1.0, -1.5])
     monkeypatch.setattr(sun, "PLAIN_HULL_MAX_ELEMENTS", 1)
     patched = sun.proxy_hull([nacl, na, cl], [-3.5, -1.0, -1.5])
-    assert type(patched.diagram).__name__ == "PatchedPhaseDiagram" != type(plain.diagram).__name__
+    assert type(patched.diagram).__name__ == "ChemicalSystemHulls" != type(plain.diagram).__name__
     for e in (-3.3, -3.5, -3.6):
         assert sun.e_above_hull(nacl, e, patched)[0] == pytest.approx(sun.e_above_hull(nacl, e, plain)[0])
+    for e in (-0.5, -1.0):  # an element's hull is its own system's
+        assert sun.e_above_hull(na, e, patched)[0] == pytest.approx(sun.e_above_hull(na, e, plain)[0])
 
 
 def test_elements_the_hull_lacks_give_nan_with_a_reason():

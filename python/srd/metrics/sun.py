@@ -85,7 +85,7 @@ HULL_LABEL = (
 
 #: A crystal on the hull computes as E_hull ~ 1e-12, not exactly 0: "stable" is E_hull <= this (eV/atom).
 STABLE_TOL = 1e-6
-#: Hulls over more elements than this are built per chemical subsystem (PatchedPhaseDiagram).
+#: Hulls over more elements than this are built per chemical system, lazily (ChemicalSystemHulls).
 PLAIN_HULL_MAX_ELEMENTS = 8
 #: The looser, usual "metastable" threshold (eV/atom): MatterGen's stability criterion.
 METASTABLE_THRESHOLD = 0.1
@@ -669,11 +669,39 @@ def elemental_references(
 # ------------------------------------------------------------------------------------------------
 # Proxy hull
 # ------------------------------------------------------------------------------------------------
+class ChemicalSystemHulls:
+    """The convex hull of many entries, built lazily per chemical system: E_hull of a composition depends
+    only on the entries whose elements all lie in its chemical system, so one small PhaseDiagram per system
+    asked about (cached) gives exactly the global hull's value. One PhaseDiagram over a dataset's ~90
+    elements never finishes, and even pymatgen's PatchedPhaseDiagram builds every subsystem the entries
+    span up front (it did not finish in 10 minutes on MP-20's 11,620 references); this builds only those
+    the generated crystals need."""
+
+    def __init__(self, entries) -> None:
+        self.entries = list(entries)
+        self._systems = [frozenset(str(el) for el in e.composition.elements) for e in self.entries]
+        self._cache: dict[frozenset[str], PhaseDiagram] = {}
+
+    def diagram_for(self, elements) -> PhaseDiagram:
+        from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+        key = frozenset(str(el) for el in elements)
+        if key not in self._cache:
+            sub = [e for e, sysm in zip(self.entries, self._systems) if sysm <= key]
+            self._cache[key] = PhaseDiagram(sub)
+        return self._cache[key]
+
+    def get_decomp_and_e_above_hull(self, entry, allow_negative: bool = False):
+        return self.diagram_for(entry.composition.elements).get_decomp_and_e_above_hull(
+            entry, allow_negative=allow_negative
+        )
+
+
 @dataclass
 class ProxyHull:
     """A pymatgen PhaseDiagram of reference crystals' CHGNet energies (see :data:`HULL_LABEL`)."""
 
-    diagram: PhaseDiagram
+    diagram: PhaseDiagram | ChemicalSystemHulls
     elements: frozenset[str]
     n_entries: int
     #: Reference crystals left out, with the reason (no energy; an element with no elemental reference).
@@ -697,7 +725,7 @@ def proxy_hull(
     ignored); the label then says so. Compounds that still contain an element with no elemental reference
     are dropped (and listed); crystals whose elements the hull then lacks get NaN from :func:`e_above_hull`.
     """
-    from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseDiagram
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
     if len(reference_structures) != len(energies):
@@ -732,10 +760,10 @@ def proxy_hull(
     dropped.sort()
     label = f"{HULL_LABEL}; {PROTOTYPE_NOTE}" if prototypes else HULL_LABEL
     # One convex hull over a whole dataset's chemistry (MP-20: ~90 elements) is a qhull in ~90 dimensions,
-    # which never finishes; PatchedPhaseDiagram builds one hull per chemical subsystem the entries span
-    # and gives the same E_hull. Small systems keep the plain PhaseDiagram.
+    # which never finishes: above PLAIN_HULL_MAX_ELEMENTS the hull is built per chemical system, lazily
+    # (ChemicalSystemHulls), with the same E_hull. Small systems keep the plain PhaseDiagram.
     n_elements = len({el for e in entries for el in e.composition.elements})
-    diagram = PhaseDiagram(entries) if n_elements <= PLAIN_HULL_MAX_ELEMENTS else PatchedPhaseDiagram(entries)
+    diagram = PhaseDiagram(entries) if n_elements <= PLAIN_HULL_MAX_ELEMENTS else ChemicalSystemHulls(entries)
     return ProxyHull(diagram, frozenset(elemental), len(entries), dropped, label, prototypes)
 
 

@@ -86,8 +86,20 @@ FIELDS = [
     "matched",
     "rms",
     "valid_cdvae",
+    "spacegroup",
     "reason",
 ]
+
+
+def _space_group(structure) -> str:
+    """The space group symbol spglib finds at symprec 0.1 A (CDVAE's and DiffCSP's habit), '' if it fails."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=0.1)
+        return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
+    except Exception:  # noqa: BLE001 - spglib fails on degenerate cells; the column is informative only
+        return ""
 
 
 @dataclass
@@ -299,6 +311,7 @@ def run_job(
                     "matched": "" if it.truth is None else int(rms is not None),
                     "rms": "" if rms is None else f"{rms:.6g}",
                     "valid_cdvae": int(bool(valid)),
+                    "spacegroup": _space_group(res.structure),
                     "reason": "",
                 }
             )

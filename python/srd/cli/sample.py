@@ -42,8 +42,8 @@ A model trained with a *_cond config (and every --pretrained model) is factored:
 each crystal's composition and atom count, and the diffusion model generates the EAD, d_min and lattice
 blocks for it. Such a model also takes the composition: --formula SrTiO3 (with --formula-units K, or K
 drawn by the composition model) or --chemical-system Li-Fe-O (compositions of exactly those elements,
-drawn by the composition model); OUT/results.csv then ranks nothing: sort it by its loss column (lower
-is a better reconstruction of the generated representation).
+drawn by the composition model); OUT/ranked.csv then lists the crystals by their reconstruction loss
+(lowest first: the structure that realises its generated representation best) with their space groups.
 
 examples:
   srd-sample --pretrained mp_20 -n 100 -o out
@@ -252,7 +252,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{t['seconds_per_crystal_mean'] or 0:.4g} s reconstruction"
         )
         print(f"  wrote {out}/representations.pt, cifs/, results.csv, eval_gen.pt, summary.json")
+        if args.formula or args.chemical_system:
+            _write_ranked(out, show=not args.quiet)
     return 0
+
+
+def _write_ranked(out: Path, *, show: bool) -> None:
+    """OUT/ranked.csv: the reconstructed crystals by loss, lowest first (structure prediction's answer)."""
+    import csv
+    import math
+
+    from ..utils import atomic_write_text
+
+    with (out / "results.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("status") == "ok"]
+    rows.sort(key=lambda r: float(r["loss"]) if r.get("loss") not in (None, "") else math.inf)
+    cols = ["rank", "id", "file", "formula", "n_atoms", "loss", "spacegroup", "valid_cdvae"]
+    lines = [",".join(cols)]
+    for k, r in enumerate(rows, 1):
+        lines.append(",".join([str(k)] + [str(r.get(c, "")).replace(",", ";") for c in cols[1:]]))
+    atomic_write_text(out / "ranked.csv", "\n".join(lines) + "\n")
+    if show:
+        for r in rows[:5]:
+            print(
+                f"  {r['id']}: {r['formula']} ({r['n_atoms']} atoms), {r.get('spacegroup', '')}, loss {r['loss']}"
+            )
+    print(f"  wrote {out}/ranked.csv (by reconstruction loss)")
 
 
 def entry() -> None:

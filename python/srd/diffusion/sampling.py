@@ -131,7 +131,7 @@ def sample_representations(
         if meta.get("ema") is not None:
             model = copy.deepcopy(diffusion)
             model.model.load_state_dict(meta["ema"]["shadow"], strict=False)
-        else:
+        elif not meta.get("pretrained"):  # a packaged model's weights are its EMA weights already
             warnings.warn("checkpoint has no EMA weights; sampling with the trained weights", stacklevel=2)
     model = model.to(device).eval()
     L = model.length

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import run_cli
 
+from helpers import run_cli
 from srd.pretrained import PRETRAINED, pretrained_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,9 +49,13 @@ def test_rock_salt_nacl_from_its_formula(tmp_path):
     from pymatgen.core import Lattice, Structure
 
     out = tmp_path / "nacl"
-    r = run_cli("srd.cli.sample", "--pretrained", "mp_20", "--formula", "NaCl", "-n", "5", "-o", str(out), "-q")
+    r = run_cli(
+        "srd.cli.sample", "--pretrained", "mp_20", "--formula", "NaCl", "-n", "5", "-o", str(out), "-q"
+    )
     assert r.returncode == 0, r.stderr
-    rock_salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rock_salt = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     assert _matches(out, rock_salt) >= 1
 
 
@@ -60,7 +64,9 @@ def test_cubic_srtio3_from_its_formula(tmp_path):
     from pymatgen.core import Lattice, Structure
 
     out = tmp_path / "srtio3"
-    r = run_cli("srd.cli.sample", "--pretrained", "perov_5", "--formula", "SrTiO3", "-n", "20", "-o", str(out), "-q")
+    r = run_cli(
+        "srd.cli.sample", "--pretrained", "perov_5", "--formula", "SrTiO3", "-n", "20", "-o", str(out), "-q"
+    )
     assert r.returncode == 0, r.stderr
     cubic = Structure(
         Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
@@ -70,9 +76,21 @@ def test_cubic_srtio3_from_its_formula(tmp_path):
 
 
 def test_formula_errors_name_the_problem(tmp_path):
-    r = run_cli("srd.cli.sample", "--pretrained", "perov_5", "--formula", "Sr2TiO4", "-n", "2", "-o", str(tmp_path / "a"))
+    r = run_cli(
+        "srd.cli.sample",
+        "--pretrained",
+        "perov_5",
+        "--formula",
+        "Sr2TiO4",
+        "-n",
+        "2",
+        "-o",
+        str(tmp_path / "a"),
+    )
     assert r.returncode == 2 and "7 atoms per formula unit" in r.stderr and "n_max = 5" in r.stderr
-    r = run_cli("srd.cli.sample", "--pretrained", "perov_5", "--formula", "UuO3", "-n", "2", "-o", str(tmp_path / "b"))
+    r = run_cli(
+        "srd.cli.sample", "--pretrained", "perov_5", "--formula", "UuO3", "-n", "2", "-o", str(tmp_path / "b")
+    )
     assert r.returncode == 2 and "not a chemical formula" in r.stderr
     r = run_cli("srd.cli.sample", "--pretrained", "nope", "-n", "2", "-o", str(tmp_path / "c"))
     assert r.returncode == 2 and "perov_5" in r.stderr

@@ -168,6 +168,7 @@ def test_presets_are_data_with_the_known_values():
     assert preset("fast") == fast
     assert fast.evaluations_per_crystal == 1260  # the "a tenth of the paper's budget"
     assert preset("fast+sym") == fast.replace(symmetrize_tol=0.1)
+    assert preset("gen") == fast.replace(symmetrize_tol=0.1, start_gain=0.5)  # srd-sample's default
     noscreen = ReconstructConfig(trials=6, hops=2, steps=100, polish_steps=10, tol=1e-4, template_trials=4)
     assert preset("fast/noscreen") == noscreen
     assert preset("fast/uniform") == noscreen.replace(template_trials=0)
@@ -223,9 +224,7 @@ def test_budget_flag_sets_defaults_and_flags_override(capsys):
     assert reconstruct_config(p.parse_args([*base, "--trials", "2"])) == ReconstructConfig(trials=2)
     sp = sample_cli.build_parser()
     args = sp.parse_args(["run", "-n", "2", "-o", "out"])
-    assert args.budget == sample_cli.DEFAULT_BUDGET == "fast+sym" and reconstruct_config(args) == preset(
-        "fast+sym"
-    )
+    assert args.budget == sample_cli.DEFAULT_BUDGET == "gen" and reconstruct_config(args) == preset("gen")
     args = sp.parse_args(["run", "-n", "2", "-o", "out", "--budget", "tiny", "--dmin-weight", "10"])
     assert reconstruct_config(args) == preset("tiny", dmin_weight=10.0)
     # every preset equals its documented flags (presets.toml, --help) given on the command line

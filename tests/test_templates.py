@@ -190,3 +190,38 @@ def test_site_wise_starts_recover_a_perovskite_the_element_wise_templates_missed
     assert screened.loss < 1e-4 < element_wise.loss
     rms = match_one(screened.structure, s)
     assert rms is not None and rms < 0.02
+
+
+def test_start_gain_keeps_a_realisable_targets_search_and_a_noisy_targets_start(library_csv):
+    """--start-gain (the `gen` budget): a real crystal's target is realisable, so its search (which divides
+    the loss by far more than 2) is kept and still matches; for the same target with noise added to its
+    EAD (what a generated vector is like) the search gains little, and the best template start comes back
+    as it is, with the start's loss."""
+    import dataclasses
+
+    import torch
+
+    from srd.metrics.recon import match_one
+    from srd.reconstruction import ReconstructConfig
+    from srd.reconstruction.algorithm import reconstruct
+    from srd.reconstruction.templates import TemplateLibrary
+
+    s, d = _target()
+    lib = TemplateLibrary.from_files([library_csv])
+    gen = ReconstructConfig.preset("gen")
+    assert gen.start_gain == 0.5
+    real = reconstruct([d], [TARGET], config=gen, templates=lib)[0]
+    assert real.loss < 1e-4 and match_one(real.structure, s) is not None
+
+    g = torch.Generator().manual_seed(0)
+    t = d.target.clone()
+    t[:-1] = t[:-1] * (1 + 0.2 * torch.randn(t[:-1].shape, generator=g, dtype=t.dtype)).clamp(min=0)
+    noisy = dataclasses.replace(d, target=t)
+    off = reconstruct([noisy], [TARGET], config=gen.replace(start_gain=0.0), templates=lib)[0]
+    on = reconstruct([noisy], [TARGET], config=gen.replace(symmetrize_tol=0.0), templates=lib)[0]
+    starts = lib.starts(d.numbers, d.lengths, d.angles, gen.template_screen, assignments=6)
+    # the search did not halve the noisy target's loss, so the best start came back untouched
+    assert 0.5 * on.loss < off.loss <= on.loss
+    frac = np.mod(on.structure.frac_coords, 1.0)
+    assert any(np.allclose(np.mod(f, 1.0), frac, atol=1e-4) for f, _ in starts)
+    assert not np.allclose(np.mod(off.structure.frac_coords, 1.0), frac, atol=1e-4)

@@ -19,7 +19,7 @@ from .utils import check_output_dir, read_json, resolve_device, run_metadata, sh
 __all__ = ["sample_crystals"]
 
 #: The reconstruction budget srd-sample uses when none is given (a name of srd.reconstruction.PRESETS).
-DEFAULT_BUDGET = "fast+sym"
+DEFAULT_BUDGET = "gen"
 
 
 def _training_templates(meta: dict, show_progress: bool):

@@ -332,6 +332,14 @@ def add_reconstruction_args(
         "tolerance (Angstrom), polish it there and keep it only when its loss is not higher (0 = off)"
         + default("symmetrize_tol"),
     )
+    g.add_argument(
+        "--start-gain",
+        type=float,
+        default=sup,
+        help=f"{h}keep the best template start itself unless the search brings its loss below this "
+        "fraction of it (a generated target is not exactly realisable: the descent then distorts a "
+        "right start to fit the noise; 0 = off)" + default("start_gain"),
+    )
 
 
 def add_templates_arg(p, default_help: str = "(default: none)", default=None) -> None:

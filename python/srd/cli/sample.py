@@ -31,9 +31,11 @@ eval_gen.pt (CDVAE's layout, so the community's evaluators read it) and summary.
 their reasons; seconds per crystal in diffusion and in reconstruction). Rerunning with the same OUT
 reuses the samples and resumes the reconstruction. Evaluate with `srd-evaluate gen OUT --reference ...`.
 
-The reconstruction budget is fast+sym (<= 1,260 evaluations per crystal: template starts from the
-model's training crystals, screened by their loss, then snapped onto the space group found within
-0.1 A when that does not raise the loss) unless --budget NAME picks another (listed under
+The reconstruction budget is gen (<= 1,261 evaluations per crystal: template starts from the model's
+training crystals, screened by their loss; the best start is kept as it is unless the search halves its
+loss, since a generated vector is not exactly realisable and the descent would distort a right structure
+to fit its noise; then snapped onto the space group found within 0.1 A when that does not raise the
+loss) unless --budget NAME picks another (listed under
 "reconstruction" below; --budget paper is the paper's Algorithm 2); flags given explicitly override
 the budget's values. The template trials start from the model's training file (the run's config `data`)
 when it is a CSV that exists here, or from --templates FILE.

@@ -356,6 +356,29 @@ def _template_starts(pos, targets, keys, reps, cfg, templates, params) -> tuple[
     return templated.to(pos.device), screened
 
 
+def _start_losses(pos, reps, params, templated) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss [n_reps] float64 with inf for non-template trials, the starting positions): one forward
+    evaluation of every trial as it starts (for ``cfg.start_gain``)."""
+    with torch.no_grad():
+        loss = _loss(pos, reps, params).double()
+    loss = torch.where(templated, loss, torch.full_like(loss, math.inf))
+    return loss.cpu(), pos.detach().clone()
+
+
+def _keep_starts(winners, start, reps, cfg) -> None:
+    """Replace a crystal's winner by its best template start when the search did not bring the loss below
+    ``cfg.start_gain`` x the start's (in place)."""
+    loss0, pos0 = start
+    l0 = loss0.view(reps.n_crystals, cfg.trials)
+    for b in range(reps.n_crystals):
+        t = int(torch.argmin(l0[b]))
+        ls = float(l0[b, t])
+        if math.isfinite(ls) and winners[b][0] > cfg.start_gain * ls:
+            r = b * cfg.trials + t
+            s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
+            winners[b] = (ls, pos0[s:e].detach().double().cpu().numpy(), None)
+
+
 def reconstruct(
     targets: Sequence[Decoded],
     keys: Sequence[str],
@@ -438,6 +461,7 @@ def reconstruct(
             pos[s0 : s0 + targets[b].n_atoms] = x
     projector, symmetric = _symmetric_starts(pos, targets, keys, reps, cfg)
     templated, screened = _template_starts(pos, targets, keys, reps, cfg, templates, params)
+    start = _start_losses(pos, reps, params, templated) if cfg.start_gain > 0 else None
     best_loss = torch.full((n_reps,), math.inf, dtype=torch.float64, device=device)
     best_pos = pos.clone()
     evals = torch.zeros(n_reps, dtype=torch.int64, device=device)
@@ -488,6 +512,9 @@ def reconstruct(
         s, e = int(reps.ptr[r]), int(reps.ptr[r + 1])
         winners.append((float(bl[b].min()), best_pos[s:e].detach().double().cpu().numpy(), None))
     evals_per_crystal = evals.view(reps.n_crystals, cfg.trials).sum(dim=1).cpu() + screened
+    if start is not None:
+        _keep_starts(winners, start, reps, cfg)
+        evals_per_crystal += 1
     if cfg.symmetrize_tol > 0:
         evals_per_crystal += _symmetrize_winners(winners, targets, cfg, params, device, progress)
 

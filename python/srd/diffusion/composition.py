@@ -146,29 +146,30 @@ class CompositionModel(nn.Module):
         return torch.stack(masks, dim=1)
 
     # ---------------------------------------------------------------------------------------- training
-    def nll(self, toks: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per composition of padded token sequences [B, S] (pad = STOP)."""
+    def tokenize(self, comps: Sequence[Mapping[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token sequences [M, S] padded with STOP, their lengths [M]) of compositions."""
+        seqs = [self.encode(c) for c in comps]
+        toks = torch.full((len(seqs), max(len(s) for s in seqs)), self.stop, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            toks[i, : len(s)] = torch.tensor(s)
+        return toks, torch.tensor([len(s) for s in seqs])
+
+    def _log_prob(self, toks: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B] log-likelihood of padded token sequences under the grammar-masked model."""
         h, _ = self.gru(self.emb(toks[:, :-1]))
         logits = self.head(h).masked_fill(~self._grammar_masks(toks), -math.inf)
-        tgt = toks[:, 1:]
-        valid = torch.arange(tgt.shape[1])[None] < (lengths - 1)[:, None]
-        lp = F.log_softmax(logits, dim=-1).gather(-1, tgt[..., None])[..., 0]
-        return -(lp * valid).sum(dim=1).mean()
+        lp = F.log_softmax(logits, dim=-1).gather(-1, toks[:, 1:, None])[..., 0]
+        valid = torch.arange(toks.shape[1] - 1)[None] < (lengths - 1)[:, None]
+        return torch.where(valid, lp, torch.zeros_like(lp)).sum(dim=1)
+
+    def nll(self, toks: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per composition of padded token sequences [B, S] (pad = STOP)."""
+        return -self._log_prob(toks, lengths).mean()
 
     @torch.no_grad()
     def log_prob(self, comps: Sequence[Mapping[int, int]]) -> torch.Tensor:
         """[M] float64: log p(composition) of each (ValueError for an element outside the vocabulary)."""
-        seqs = [self.encode(c) for c in comps]
-        S = max(len(s) for s in seqs)
-        toks = torch.full((len(seqs), S), self.stop, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            toks[i, : len(s)] = torch.tensor(s)
-        lengths = torch.tensor([len(s) for s in seqs])
-        h, _ = self.gru(self.emb(toks[:, :-1]))
-        logits = self.head(h).masked_fill(~self._grammar_masks(toks), -math.inf)
-        lp = F.log_softmax(logits, dim=-1).gather(-1, toks[:, 1:, None])[..., 0]
-        valid = torch.arange(S - 1)[None] < (lengths - 1)[:, None]
-        return torch.where(valid, lp, torch.zeros_like(lp)).sum(dim=1).double()
+        return self._log_prob(*self.tokenize(comps)).double()
 
     # ---------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -280,14 +281,9 @@ def fit_composition_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CompositionModel(sorted({z for c in comps for z in c}), n_max)
-    seqs = [model.encode(c) for c in comps]
-    S = max(len(s) for s in seqs)
-    toks = torch.full((len(seqs), S), model.stop, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        toks[i, : len(s)] = torch.tensor(s)
-    lengths = torch.tensor([len(s) for s in seqs])
-    perm = torch.randperm(len(seqs), generator=g)
-    n_hold = int(round(holdout * len(seqs))) if len(seqs) >= 40 else 0
+    toks, lengths = model.tokenize(comps)
+    perm = torch.randperm(len(toks), generator=g)
+    n_hold = int(round(holdout * len(toks))) if len(toks) >= 40 else 0
     hold, train = perm[:n_hold], perm[n_hold:]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, best_state, history = math.inf, None, []
@@ -314,7 +310,7 @@ def fit_composition_model(
     model.load_state_dict(best_state)
     model.eval()
     report = {
-        "n": len(seqs),
+        "n": len(toks),
         "n_holdout": int(n_hold),
         "best_holdout_nll": best,
         "epochs": epochs,

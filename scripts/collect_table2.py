@@ -3,6 +3,9 @@ uniqueness / novelty, the R-space summary, the per-crystal costs, the packaged m
 and for CSP the sampled test ids (the rows and ids come from each run's csp_plan.json).
 
     python scripts/collect_table2.py            # reads runs/table2/* and runs/csp/*
+
+Entries already in docs/runs/table2.json whose run folders are not here are kept; a run that is here
+replaces its entry.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ def _load(p: Path):
 
 
 def main() -> None:
-    out = {"generation": {}, "csp": {}}
+    dest = ROOT / "docs" / "runs" / "table2.json"
+    # runs recorded by an earlier session whose folders are not on this machine stay as recorded
+    out = _load(dest) or {}
+    out = {"generation": dict(out.get("generation", {})), "csp": dict(out.get("csp", {}))}
     for run in sorted((ROOT / "runs" / "table2").glob("*")):
         m, s, sun = _load(run / "metrics.json"), _load(run / "summary.json"), _load(run / "sun.json")
         key = _load(run / "sampling.json")
@@ -51,7 +57,6 @@ def main() -> None:
             "ids": [e["id"] for e in plan["targets"]],
             "git_commit": (r.get("run") or {}).get("git_commit"),
         }
-    dest = ROOT / "docs" / "runs" / "table2.json"
     dest.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {dest}: {len(out['generation'])} generation runs, {len(out['csp'])} CSP runs")
 

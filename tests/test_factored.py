@@ -88,9 +88,14 @@ def test_formula_compositions_and_errors(comp_model):
     model, _ = comp_model
     g = torch.Generator().manual_seed(0)
     assert formula_compositions(model, "SrTiO3", 3, n_max=5, generator=g) == [{38: 1, 22: 1, 8: 3}] * 3
-    # without --formula-units, K is drawn among the cells that fit (NaCl: 1 or 2 formula units)
-    ks = {sum(c.values()) // 2 for c in formula_compositions(model, "NaCl", 40, n_max=5, generator=g)}
-    assert ks <= {1, 2} and ks
+    # without --formula-units, the samples are split over the K that fit (NaCl: 1 or 2 formula units) in
+    # proportion to the model's p(composition): largest-remainder shares, the most probable K first
+    got = formula_compositions(model, "NaCl", 40, n_max=5, generator=g)
+    ks = [sum(c.values()) // 2 for c in got]
+    assert len(ks) == 40 and set(ks) <= {1, 2}
+    p = torch.softmax(model.log_prob([{11: 1, 17: 1}, {11: 2, 17: 2}]), dim=0)
+    assert abs(ks.count(1) - 40 * float(p[0])) < 1
+    assert ks == sorted(ks, key=lambda k: -float(p[k - 1]))
     assert formula_compositions(model, "Na2Cl2", 2, n_max=5, formula_units=2) == [{11: 2, 17: 2}] * 2
     with pytest.raises(ValueError, match="7 atoms per formula unit.*n_max = 5"):
         formula_compositions(model, "Sr2TiO4", 1, n_max=5)

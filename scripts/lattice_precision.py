@@ -34,45 +34,43 @@ def main() -> None:
     ap.add_argument("--out", help="also write the JSON result here")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    import torch  # noqa: F401  (after argparse: --help stays fast)
-    from pymatgen.core import Lattice
-
     from srd.diffusion import load_checkpoint, sample_representations
+    from srd.metrics.csp import plan_compositions, plan_for_model
     from srd.pretrained import PRETRAINED, pretrained_path
     from srd.representation import Decoded, decode
-    from srd.structures import read_structures
 
     path = pretrained_path(args.model) if args.model in PRETRAINED else Path(args.model)
     test = args.test or f"data/{args.model}/test.csv.gz"
     loaded = load_checkpoint(path)
     meta = loaded[1]
-    recs = [r for r in read_structures(test) if r.structure is not None]
-    idx = np.random.default_rng(args.seed).choice(len(recs), min(args.sample, len(recs)), replace=False)
-    chosen = [recs[i] for i in idx]
-    comps = [{int(el.Z): int(c) for el, c in r.structure.composition.items()} for r in chosen]
+    # the seeded sample and the plan of srd-sample --compositions-from (a target the model cannot take,
+    # an unseen element or too many atoms, gets no sample and is counted as skipped)
+    plan, targets = plan_for_model(test, 1, meta, sample=args.sample, sample_seed=args.seed)
+    rows = plan["rows"]
+    usable = [s for (_, s), e in zip(targets, plan["targets"]) if "gen_ids" in e]
     t0 = time.perf_counter()
     R = sample_representations(
         loaded,
-        len(chosen),
+        len(usable),
         sampling_steps=args.sampling_steps,
         seed=args.seed,
-        compositions=comps,
+        compositions=plan_compositions(plan),
         guidance=args.guidance,
         progress=False,
     )
     seconds = time.perf_counter() - t0
     vol_err, len_err = [], []
-    for rec, d in zip(chosen, decode(R.double(), meta["scaling_stats"], int(meta["n_max"]))):
+    for s, d in zip(usable, decode(R.double(), meta["scaling_stats"], int(meta["n_max"]))):
         if not isinstance(d, Decoded):
             continue
-        s = rec.structure
-        vol_err.append(abs(np.log(Lattice.from_parameters(*d.lengths, *d.angles).volume / s.volume)))
+        vol_err.append(abs(np.log(abs(np.linalg.det(d.lattice_matrix())) / s.volume)))
         len_err.append(float(np.abs(np.sort(d.lengths) - np.sort(s.lattice.abc)).mean()))
     v = np.array(vol_err)
     out = {
         "model": str(path),
         "test": test,
-        "n": len(chosen),
+        "n": len(rows),
+        "skipped": len(rows) - len(usable),
         "decoded": len(v),
         "seed": args.seed,
         "sampling_steps": args.sampling_steps,
@@ -81,7 +79,8 @@ def main() -> None:
         "volume_within_10pct": round(float((v < 0.1).mean()), 4),
         "median_length_error_A": round(float(np.median(len_err)), 4),
         "seconds_diffusion": round(seconds, 1),
-        "ids": [str(r.id) for r in chosen],
+        "sample": plan["sample"],
+        "ids": [tid for tid, _ in targets],
     }
     text = json.dumps(out)
     print(text)

@@ -79,11 +79,9 @@ def _requested_compositions(loaded, n, seed, formula, formula_units, chemical_sy
             "cannot take --formula / --chemical-system; use a *_cond config or --pretrained"
         )
     cmodel = load_composition_model(meta)
-    g = torch.Generator().manual_seed(int(seed) + 7919)
     if formula is not None:
-        return formula_compositions(
-            cmodel, formula, n, n_max=int(meta["n_max"]), formula_units=formula_units, generator=g
-        )
+        return formula_compositions(cmodel, formula, n, n_max=int(meta["n_max"]), formula_units=formula_units)
+    g = torch.Generator().manual_seed(int(seed) + 7919)
     return cmodel.sample(
         n,
         generator=g,

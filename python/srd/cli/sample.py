@@ -155,32 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plan_compositions(args) -> list[dict[int, int]]:
     """Write OUT/csp_plan.json for --compositions-from and return the compositions to generate."""
-    from ..diffusion import load_checkpoint, load_composition_model
+    from ..diffusion import load_checkpoint
     from ..metrics import csp
-    from ..reconstruction.job import SAMPLE_METHOD, sample_rows
-    from ..structures import count_structures
     from ..utils import check_output_dir, write_json
 
-    rows, sample = None, None
-    if args.sample is not None:
-        population = count_structures(args.compositions_from)
-        rows = sample_rows(population, args.sample, args.sample_seed)
-        sample = {
-            "n": args.sample,
-            "seed": args.sample_seed,
-            "population": population,
-            "method": SAMPLE_METHOD,
-        }
     _, meta = load_checkpoint(args.checkpoint)
-    cmodel = load_composition_model(meta)
-    plan = csp.make_plan(
-        csp.csp_targets(args.compositions_from, rows),
+    plan, _ = csp.plan_for_model(
+        args.compositions_from,
         args.samples_per_composition,
-        vocabulary=set(cmodel.elements) if cmodel is not None else None,
-        n_max=int(meta["n_max"]),
-        reference=args.compositions_from,
-        rows=rows,
-        sample=sample,
+        meta,
+        sample=args.sample,
+        sample_seed=args.sample_seed,
     )
     out = check_output_dir(args.output, flag="-o/--output")
     write_json(out / csp.PLAN_FILE, plan)

@@ -352,14 +352,12 @@ def formula_compositions(
     *,
     n_max: int,
     formula_units: int | None = None,
-    generator: torch.Generator | None = None,
     vocabulary: Sequence[int] | None = None,
 ) -> list[Composition]:
     """n cell compositions for ``formula``: its reduced formula times ``formula_units`` K, or, without K,
     the K that fit in n_max atoms in proportion to the composition model's p(composition) (uniform over
     them without a model), stratified: K gets the largest-remainder share of n under those probabilities,
-    the most probable K first. ``generator`` is accepted for the callers' uniformity; the split is
-    deterministic.
+    the most probable K first (deterministic: no random draw).
 
     ValueError, with the numbers, for non-integer amounts, elements outside ``vocabulary`` (the training
     elements; default the model's) and cells beyond n_max atoms.
@@ -400,8 +398,8 @@ def formula_compositions(
         probs = torch.softmax(model.log_prob(options), dim=0)
     else:
         probs = torch.full((len(options),), 1.0 / len(options), dtype=torch.float64)
-    # stratified, not drawn: each K gets its largest-remainder share of the n samples, so a plausible size
-    # is not missed by chance (NaCl from the MP-20 model: p(K = 1) = 0.13 lost all 10 of 10 random draws)
+    # stratified, not drawn: each K gets its largest-remainder share of the n samples, so a size with a
+    # modest probability is not missed by chance in a small -n
     from ..representation.decode import largest_remainder
 
     shares = largest_remainder(probs.double().numpy(), n)

@@ -26,7 +26,15 @@ from ..structures import read_structures
 from ..utils import read_json, write_json
 from .recon import match_structures
 
-__all__ = ["csp_targets", "make_plan", "PLAN_FILE", "evaluate_csp_folder", "evaluate_csp_pt", "csp_scores"]
+__all__ = [
+    "csp_targets",
+    "make_plan",
+    "plan_for_model",
+    "PLAN_FILE",
+    "evaluate_csp_folder",
+    "evaluate_csp_pt",
+    "csp_scores",
+]
 
 PLAN_FILE = "csp_plan.json"
 
@@ -70,6 +78,35 @@ def make_plan(
                 j += 1
         entries.append(e)
     return {"reference": str(reference), "rows": rows, "sample": sample, "k": int(k), "targets": entries}
+
+
+def plan_for_model(
+    reference: str | os.PathLike, k: int, meta: dict, *, sample: int | None = None, sample_seed: int = 0
+) -> tuple[dict, list[tuple[str, object]]]:
+    """The CSP plan of a model (``meta``: its checkpoint metadata) for ``reference``: all its crystals, or
+    a seeded random sample of ``sample`` rows (srd.reconstruction.job.sample_rows), K generated ids per
+    crystal the model can take. Returns the plan and the (id, Structure) targets it was made from."""
+    from ..diffusion import load_composition_model
+    from ..reconstruction.job import SAMPLE_METHOD, sample_rows
+    from ..structures import count_structures
+
+    rows, sample_desc = None, None
+    if sample is not None:
+        population = count_structures(reference)
+        rows = sample_rows(population, sample, sample_seed)
+        sample_desc = {"n": sample, "seed": sample_seed, "population": population, "method": SAMPLE_METHOD}
+    cmodel = load_composition_model(meta)
+    targets = csp_targets(reference, rows)
+    plan = make_plan(
+        targets,
+        k,
+        vocabulary=set(cmodel.elements) if cmodel is not None else None,
+        n_max=int(meta["n_max"]),
+        reference=str(reference),
+        rows=rows,
+        sample=sample_desc,
+    )
+    return plan, targets
 
 
 def plan_compositions(plan: dict) -> list[dict[int, int]]:
